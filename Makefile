@@ -1,0 +1,50 @@
+# The two commands of the README:
+#   make run    boot the default Linux guest (builds the VMM, the guest kernel
+#               and initramfs first, all from Debian packages and Go modules)
+#   make test   run the whole test suite (installs what the tests need,
+#               reserves hugetlb pages for them and gives them back)
+GO      ?= go
+BIN     := bin/vmm
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# Hugetlb pages (2 MiB) the tests reserve while they run.
+TEST_HUGEPAGES ?= 160
+TEST_TIMEOUT   ?= 28m
+
+.PHONY: all build run test test-short lint bench setup guest-kernel initramfs clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vmm
+
+setup:
+	./scripts/setup.sh
+
+guest-kernel: setup
+	./scripts/guest-kernel/build.sh
+
+run: setup build
+	./scripts/run-guest.sh
+
+test: setup
+	@./scripts/hugepages.sh reserve $(TEST_HUGEPAGES); \
+	status=0; \
+	$(GO) vet ./... || status=$$?; \
+	if [ $$status -eq 0 ]; then $(GO) test -timeout $(TEST_TIMEOUT) ./... || status=$$?; fi; \
+	./scripts/hugepages.sh restore; \
+	exit $$status
+
+test-short:
+	$(GO) test -short ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+bench: setup build
+	$(GO) run ./scripts/bench
+
+clean:
+	rm -rf bin

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/vmmgo/vmm/vmm"
+)
+
+func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	fset := flag.NewFlagSet("boot", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	var mf machineFlags
+	mf.register(fset, "512M")
+	kernel := fset.String("kernel", "", "kernel `file`: bzImage, or ELF vmlinux (PVH note or 64-bit entry) (required)")
+	initrd := fset.String("initrd", "", "initramfs `file`")
+	var cmdline string
+	fset.StringVar(&cmdline, "cmdline", "", "kernel command line, added after the defaults")
+	fset.StringVar(&cmdline, "append", "", "alias of --cmdline")
+	noDefault := fset.Bool("no-default-cmdline", false, "do not add the default command line ("+vmm.DefaultCmdline+")")
+	extract := fset.String("extract", "auto", "unpack a bzImage's compressed vmlinux on the host and boot it via PVH: auto (on hosts that emulate guest kernel mode), on, off")
+	noPVH := fset.Bool("no-pvh", false, "boot ELF kernels through the 64-bit boot protocol even if they have a PVH note")
+	profile := fset.String("cpu-profile", "auto", "CPUID `profile`: auto, host, emulated (hides what an emulating host cannot execute)")
+	console := fset.String("console", "stdio", "serial console: stdio, none, or file:PATH")
+	consoleLog := fset.String("console-log", "", "also copy the serial console to this `file`")
+	fset.Usage = func() {
+		io.WriteString(fset.Output(), `Usage: vmm boot --kernel FILE [--initrd FILE] [--cmdline STR] [flags]
+
+Boots a Linux kernel with 8250 serial on COM1 (console on stdin/stdout; the
+terminal is put in raw mode: type Ctrl-A x to quit, Ctrl-A s for a state
+dump, Ctrl-A h for help), ACPI and MP tables for SMP and power-off, i8042
+reset, CMOS RTC and the in-kernel irqchip and PIT. QEMU-style aliases:
+-kernel, -initrd, -append, -smp, -m.
+
+Flags:
+`)
+		fset.PrintDefaults()
+		io.WriteString(fset.Output(), exitCodeHelp)
+	}
+	if err := parseFlags(fset, args); err != nil {
+		return 2, err
+	}
+	if *kernel == "" {
+		return 2, usagef("--kernel is required")
+	}
+	kdata, err := readInput("kernel", *kernel)
+	if err != nil {
+		return 1, err
+	}
+	var idata []byte
+	if *initrd != "" {
+		if idata, err = readInput("initrd", *initrd); err != nil {
+			return 1, err
+		}
+	}
+	cfg, err := mf.config(stderr)
+	if err != nil {
+		return 2, err
+	}
+	switch *profile {
+	case "auto":
+		cfg.CPUProfile = vmm.ProfileAuto
+	case vmm.ProfileHost, vmm.ProfileEmulated:
+		cfg.CPUProfile = *profile
+	default:
+		return 2, usagef("--cpu-profile %q: want auto, host or emulated", *profile)
+	}
+	var mode vmm.ExtractMode
+	switch *extract {
+	case "on":
+		mode = vmm.ExtractOn
+	case "off":
+		mode = vmm.ExtractOff
+	case "auto":
+		mode = vmm.ExtractAuto
+	default:
+		return 2, usagef("--extract %q: want auto, on or off", *extract)
+	}
+	var out io.Writer = stdout
+	var logFile io.WriteCloser
+	stdio := false
+	switch {
+	case *console == "stdio":
+		stdio = true
+	case *console == "none":
+		out = io.Discard
+	case strings.HasPrefix(*console, "file:"):
+		f, err := os.Create(strings.TrimPrefix(*console, "file:"))
+		if err != nil {
+			return 1, fmt.Errorf("--console: %w", err)
+		}
+		defer f.Close()
+		out = f
+	default:
+		return 2, usagef("--console %q: want stdio, none or file:PATH", *console)
+	}
+	if *consoleLog != "" {
+		if logFile, err = os.Create(*consoleLog); err != nil {
+			return 1, fmt.Errorf("--console-log: %w", err)
+		}
+		defer logFile.Close()
+	}
+	cfg.Console = out
+
+	m, err := vmm.New(cfg)
+	if err != nil {
+		return 1, err
+	}
+	defer m.Close()
+	lc := vmm.LinuxConfig{Kernel: kdata, Initrd: idata, Cmdline: cmdline, NoDefaultCmdline: *noDefault,
+		Extract: mode, NoPVH: *noPVH}
+	if logFile != nil {
+		lc.ConsoleLog = logFile
+	}
+	if _, err := m.LoadLinux(lc); err != nil {
+		return 1, err
+	}
+	if stdio {
+		stop, err := attachConsole(ctx, m, stderr)
+		if err != nil {
+			return 1, err
+		}
+		defer stop()
+	}
+	stopDump := dumpOnSIGUSR1(m, stderr)
+	defer stopDump()
+	res, err := m.Run(ctx)
+	if err != nil {
+		return 1, err
+	}
+	restoreTerminal()
+	reportResult(stderr, res)
+	if mf.stats {
+		printStats(stderr, m)
+	}
+	return res.Outcome.ExitCode(), nil
+}
+
+// readInput reads a kernel or initrd, with errors that say what to do.
+func readInput(what, path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%s %s: no such file (build one with ./scripts/guest-kernel/build.sh, or give a bzImage/vmlinux path)", what, path)
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	case len(data) == 0:
+		return nil, fmt.Errorf("%s %s is empty", what, path)
+	}
+	return data, nil
+}
+
+// dumpOnSIGUSR1 prints every vCPU's state on SIGUSR1 without stopping.
+func dumpOnSIGUSR1(m *vmm.Machine, w io.Writer) func() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR1)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ch:
+				fmt.Fprint(w, crlf(m.DumpState()))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+	}
+}
+
+// crlf turns \n into \r\n so text stays readable while the terminal is raw.
+func crlf(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "\r\n", "\n"), "\n", "\r\n")
+}

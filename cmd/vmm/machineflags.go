@@ -1,0 +1,119 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/vmmgo/vmm/memory"
+	"github.com/vmmgo/vmm/vmm"
+)
+
+// machineFlags are the flags every command that runs a guest shares.
+type machineFlags struct {
+	kvmPath      string
+	cpus         int
+	memory       string
+	backend      string
+	hugepageSize string
+	hugetlbfs    string
+	prealloc     bool
+	private      bool
+	zero         bool
+	harden       bool
+	timeout      time.Duration
+	traceExits   bool
+	stats        bool
+	logLevel     string
+	logFormat    string
+}
+
+func (f *machineFlags) register(fs *flag.FlagSet, defaultMemory string) {
+	fs.StringVar(&f.kvmPath, "kvm", "/dev/kvm", "KVM device `path`")
+	fs.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
+	fs.IntVar(&f.cpus, "smp", 1, "alias of --cpus")
+	fs.StringVar(&f.memory, "memory", defaultMemory, "guest RAM `size` (512M, 2G; a bare number is MiB)")
+	fs.StringVar(&f.memory, "m", defaultMemory, "alias of --memory")
+	fs.StringVar(&f.backend, "memory-backend", "anon", "guest RAM backing: anon, memfd, hugetlb or guest_memfd")
+	fs.StringVar(&f.hugepageSize, "hugepage-size", "2M", "hugetlb page `size`: 2M or 1G")
+	fs.StringVar(&f.hugetlbfs, "hugetlbfs", "", "hugetlbfs mount `dir` for --memory-backend hugetlb (default: memfd with MFD_HUGETLB)")
+	fs.BoolVar(&f.prealloc, "prealloc", false, "allocate all guest RAM before the guest starts")
+	fs.BoolVar(&f.private, "private-memory", false, "start guest RAM private; the guest shares what its devices need")
+	fs.BoolVar(&f.zero, "zero-on-convert", false, "clear pages in place when the guest converts them (default: contents kept)")
+	fs.BoolVar(&f.harden, "harden", false, "also mprotect private ranges in the device view of guest RAM (4 KiB backings)")
+	fs.DurationVar(&f.timeout, "timeout", 0, "stop the guest after this `duration` and dump vCPU state (0: none)")
+	fs.BoolVar(&f.traceExits, "trace-exits", false, "log every vCPU exit at trace level (implies --log-level trace)")
+	fs.BoolVar(&f.stats, "stats", false, "print exit counters, memory conversion counters and footprint on exit")
+	fs.StringVar(&f.logLevel, "log-level", "warn", "log `level`: error, warn, info, debug, trace")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
+}
+
+func (f *machineFlags) config(stderr io.Writer) (vmm.Config, error) {
+	cfg := vmm.DefaultConfig()
+	cfg.KVMPath = f.kvmPath
+	if f.cpus < 1 || f.cpus > vmm.MaxCPUs {
+		return cfg, usagef("--cpus %d: must be between 1 and %d", f.cpus, vmm.MaxCPUs)
+	}
+	cfg.CPUs = f.cpus
+	size, err := parseSize(f.memory)
+	if err != nil {
+		return cfg, usagef("--memory: %v", err)
+	}
+	cfg.Memory = size
+	switch memory.Kind(f.backend) {
+	case memory.KindAnon, memory.KindMemfd, memory.KindHugetlb, memory.KindGuestMemfd:
+		cfg.MemoryBackend = memory.Kind(f.backend)
+	default:
+		return cfg, usagef("--memory-backend %q: want anon, memfd, hugetlb or guest_memfd", f.backend)
+	}
+	hp, err := parseSize(f.hugepageSize)
+	if err != nil || (hp != 2<<20 && hp != 1<<30) {
+		return cfg, usagef("--hugepage-size %q: want 2M or 1G", f.hugepageSize)
+	}
+	cfg.HugePageSize = hp
+	cfg.HugetlbfsPath = f.hugetlbfs
+	cfg.Prealloc = f.prealloc
+	cfg.PrivateMemory = f.private
+	cfg.ZeroOnConvert = f.zero
+	cfg.Harden = f.harden
+	if f.timeout < 0 {
+		return cfg, usagef("--timeout must not be negative")
+	}
+	cfg.Timeout = f.timeout
+	cfg.TraceExits = f.traceExits
+	level := f.logLevel
+	if f.traceExits {
+		level = "trace"
+	}
+	log, err := setupLogging(stderr, level, f.logFormat)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Log = log
+	return cfg, nil
+}
+
+// printStats writes the counters --stats asks for.
+func printStats(w io.Writer, m *vmm.Machine) {
+	fmt.Fprintf(w, "\r\n--- vmm statistics ---\r\n")
+	exits := m.Stats()
+	keys := make([]string, 0, len(exits))
+	for k := range exits {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintf(w, "exits:\r\n")
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %-26s %d\r\n", k, exits[k])
+	}
+	cs := m.ConversionStats()
+	fmt.Fprintf(w, "memory: shared %d pages, private %d pages\r\n", cs.SharedPages, cs.PrivatePages)
+	fmt.Fprintf(w, "conversions: to-private %d, to-shared %d, pages converted %d, refused %d, device accesses refused %d\r\n",
+		cs.ToPrivate, cs.ToShared, cs.PagesConverted, cs.Refused, cs.DeviceRefused)
+	if u, err := m.Footprint(); err == nil {
+		fmt.Fprintf(w, "guest RAM footprint: %d bytes in use of %d (resident %d, file blocks %d, hugetlb pages %d)\r\n",
+			u.InUse, u.Size, u.Resident, u.Allocated, u.HugePages)
+	}
+}

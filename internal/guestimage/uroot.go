@@ -1,0 +1,97 @@
+package guestimage
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/u-root/gobusybox/src/pkg/golang"
+	"github.com/u-root/mkuimage/uimage"
+	"github.com/u-root/u-root/pkg/cpio"
+	"github.com/u-root/uio/llog"
+)
+
+// urootCommands are built into one busybox-style binary (/bbin/bb with a
+// symlink per command). u-root's own init is left out: /init is ours.
+var urootCommands = []string{
+	"github.com/u-root/u-root/cmds/core/*",
+	"-github.com/u-root/u-root/cmds/core/init",
+}
+
+// urootKey names the u-root build for the cache key: the u-root version the
+// module requires, the Go toolchain, and the command list.
+func urootKey(ctx context.Context, root string) (string, error) {
+	ver := ""
+	gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		return "", fmt.Errorf("u-root version: %w", err)
+	}
+	s := bufio.NewScanner(bytes.NewReader(gomod))
+	for s.Scan() {
+		f := strings.Fields(s.Text())
+		if len(f) >= 2 && f[0] == "github.com/u-root/u-root" {
+			ver = f[1]
+		}
+	}
+	if ver == "" {
+		return "", fmt.Errorf("u-root version: github.com/u-root/u-root not required by %s/go.mod", root)
+	}
+	gobin, err := goTool()
+	if err != nil {
+		return "", err
+	}
+	gv, err := exec.CommandContext(ctx, gobin, "env", "GOVERSION").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOVERSION: %w", err)
+	}
+	return fmt.Sprintf("%s %s %s", ver, strings.TrimSpace(string(gv)), strings.Join(urootCommands, ",")), nil
+}
+
+// urootRecords builds u-root's core commands in busybox mode with mkuimage
+// into a cpio under tmp and returns its records (minus any /init). The
+// records read from that file until closer is called.
+func urootRecords(ctx context.Context, root, tmp string, log io.Writer) ([]cpio.Record, func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	out := filepath.Join(tmp, "uroot.cpio")
+	l := llog.New(slog.LevelInfo, func(format string, v ...any) {
+		fmt.Fprintf(log, "u-root: "+format+"\n", v...)
+	})
+	err := uimage.Create(l,
+		uimage.WithReplaceEnv(golang.Default(
+			golang.DisableCGO(), golang.WithGOOS("linux"), golang.WithGOARCH("amd64"),
+			golang.WithWorkingDir(root))),
+		uimage.WithBusyboxCommands(urootCommands...),
+		uimage.WithShell("gosh"),
+		uimage.WithSkipLDD(),
+		uimage.WithTempDir(tmp),
+		uimage.WithCPIOOutput(out),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("u-root busybox build: %w", err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return nil, nil, fmt.Errorf("u-root archive: %w", err)
+	}
+	recs, err := cpio.ReadAllRecords(cpio.Newc.Reader(f))
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("u-root archive: %w", err)
+	}
+	keep := recs[:0]
+	for _, r := range recs {
+		if r.Name != "init" {
+			keep = append(keep, r)
+		}
+	}
+	return keep, func() { f.Close() }, nil
+}

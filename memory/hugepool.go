@@ -1,0 +1,94 @@
+package memory
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// hugepagesDir is where the kernel exposes the per-size hugetlb pool counters
+// (Documentation/admin-guide/mm/hugetlbpage.rst, "/sys/kernel/mm/hugepages").
+// A variable so tests can point it at a fake tree.
+var hugepagesDir = "/sys/kernel/mm/hugepages"
+
+// HugePool is a snapshot of the hugetlb pool for one huge page size.
+type HugePool struct {
+	PageSize uint64 // bytes
+	Total    uint64 // nr_hugepages
+	Free     uint64 // free_hugepages (includes reserved ones)
+	Reserved uint64 // resv_hugepages: promised to mappings, not yet faulted
+	Surplus  uint64 // surplus_hugepages
+}
+
+// Available is how many pages a new mapping can still reserve.
+func (p HugePool) Available() uint64 {
+	if p.Reserved > p.Free {
+		return 0
+	}
+	return p.Free - p.Reserved
+}
+
+// InUse is how many huge pages are faulted in (taken from the pool).
+func (p HugePool) InUse() uint64 {
+	if p.Free > p.Total {
+		return 0
+	}
+	return p.Total - p.Free
+}
+
+// ReadHugePool reads the pool counters for pageSize (2 MiB or 1 GiB).
+func ReadHugePool(pageSize uint64) (HugePool, error) {
+	p := HugePool{PageSize: pageSize}
+	dir := filepath.Join(hugepagesDir, fmt.Sprintf("hugepages-%dkB", pageSize>>10))
+	if _, err := os.Stat(dir); err != nil {
+		return p, fmt.Errorf("hugetlb pool: %w: no %d KiB huge pages on this host: %w", ErrUnsupported, pageSize>>10, err)
+	}
+	for _, f := range []struct {
+		name string
+		dst  *uint64
+	}{
+		{"nr_hugepages", &p.Total},
+		{"free_hugepages", &p.Free},
+		{"resv_hugepages", &p.Reserved},
+		{"surplus_hugepages", &p.Surplus},
+	} {
+		b, err := os.ReadFile(filepath.Join(dir, f.name))
+		if err != nil {
+			return p, fmt.Errorf("hugetlb pool: %w", err)
+		}
+		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return p, fmt.Errorf("hugetlb pool: %s: %w", f.name, err)
+		}
+		*f.dst = v
+	}
+	return p, nil
+}
+
+// reserveCommand is the exact command that grows the pool to total pages.
+func reserveCommand(pageSize, total uint64) string {
+	if pageSize == HugePage2M {
+		return fmt.Sprintf("echo %d > /proc/sys/vm/nr_hugepages", total)
+	}
+	return fmt.Sprintf("echo %d > %s/hugepages-%dkB/nr_hugepages", total, hugepagesDir, pageSize>>10)
+}
+
+// checkHugePool fails with ErrNoHugePages, saying how many pages are missing
+// and how to reserve them, when the pool cannot back need more pages. The
+// default hugepage size's pool is /proc/sys/vm/nr_hugepages; other sizes
+// only have the sysfs file.
+func checkHugePool(pageSize, need, size uint64) error {
+	p, err := ReadHugePool(pageSize)
+	if err != nil {
+		return fmt.Errorf("hugetlb backend: %w", err)
+	}
+	if avail := p.Available(); avail < need {
+		total := p.Total + (need - avail)
+		return fmt.Errorf("hugetlb backend: %w: %d MiB of guest RAM needs %d pages of %d KiB, the pool has %d available "+
+			"(%d total, %d free, %d reserved); reserve more as root with: %s",
+			ErrNoHugePages, size>>20, need, pageSize>>10, avail, p.Total, p.Free, p.Reserved, reserveCommand(pageSize, total))
+	}
+	return nil
+}

@@ -1,0 +1,162 @@
+package virtio
+
+import (
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Device is a virtio device model, independent of the transport (§2, §3).
+// The transport owns feature negotiation, the status state machine and the
+// queue registers; it calls Activate when the driver sets DRIVER_OK, Notify
+// when the driver kicks a queue, and Reset when the driver writes status 0.
+type Device interface {
+	Type() DeviceType
+	// Features is every feature bit the device offers (including
+	// CommonFeatures if it supports them).
+	Features() uint64
+	// QueueMaxSizes is the maximum size of each queue; its length is the
+	// number of queues.
+	QueueMaxSizes() []uint16
+	// ReadConfig and WriteConfig access the device-specific configuration
+	// space (§4.1.4.6) at off; out-of-range reads fill zeros.
+	ReadConfig(off uint64, p []byte)
+	WriteConfig(off uint64, p []byte)
+	// Activate starts serving the queues (DRIVER_OK was set). Queues for
+	// disabled virtqueues are nil.
+	Activate(a Activation) error
+	// Notify is called on the vCPU thread (or the ioeventfd reader) when the
+	// driver kicks queue q. It must not block.
+	Notify(q int)
+	// Reset stops serving and returns the device to its initial state; when
+	// it returns no goroutine of the device touches guest memory.
+	Reset()
+	// Close releases host resources (files, sockets, TAP).
+	Close() error
+}
+
+// Activation is what a device gets when the driver sets DRIVER_OK.
+type Activation struct {
+	Mem       GuestMemory
+	Features  uint64 // negotiated
+	Queues    []*Queue
+	Interrupt Interrupt
+	Log       *logrus.Entry
+}
+
+// Interrupt is how a device signals the driver; the transport implements it
+// (MSI-X vector or INTx with the ISR, §4.1.4.5).
+type Interrupt interface {
+	// Used signals a used-buffer notification for queue q.
+	Used(q int)
+	// ConfigChanged signals a configuration-change notification.
+	ConfigChanged()
+	// NeedsReset sets DEVICE_NEEDS_RESET and notifies the driver (§2.1.2);
+	// a device calls it when a queue is broken beyond recovery.
+	NeedsReset()
+}
+
+// Stats are the counters every device keeps. Guest misbehaviour is never
+// fatal; it is counted here and logged rate-limited.
+type Stats struct {
+	Requests  atomic.Uint64 // chains completed
+	Bytes     atomic.Uint64 // payload bytes moved
+	Errors    atomic.Uint64 // requests completed with an error status
+	Malformed atomic.Uint64 // malformed chains or requests
+	Private   atomic.Uint64 // requests refused because they touched a private page
+	Notifies  atomic.Uint64 // interrupts sent
+}
+
+// Snapshot is a plain copy of Stats.
+type Snapshot struct {
+	Requests, Bytes, Errors, Malformed, Private, Notifies uint64
+}
+
+// Snapshot returns the current counter values.
+func (s *Stats) Snapshot() Snapshot {
+	return Snapshot{
+		Requests:  s.Requests.Load(),
+		Bytes:     s.Bytes.Load(),
+		Errors:    s.Errors.Load(),
+		Malformed: s.Malformed.Load(),
+		Private:   s.Private.Load(),
+		Notifies:  s.Notifies.Load(),
+	}
+}
+
+// DiscardLog returns a logger that drops everything (the default for
+// libraries, see architecture.md "Logging with logrus").
+func DiscardLog() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	l.SetLevel(logrus.PanicLevel)
+	return logrus.NewEntry(l)
+}
+
+// RateLimiter lets through at most one event per interval and counts the
+// rest, for log lines the guest can trigger (Firecracker's
+// "guest-triggerable log lines are rate-limited").
+type RateLimiter struct {
+	Interval time.Duration
+	mu       sync.Mutex
+	last     time.Time
+	dropped  uint64
+}
+
+// Allow reports whether to log now and how many events were suppressed
+// since the last allowed one.
+func (r *RateLimiter) Allow() (ok bool, suppressed uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	iv := r.Interval
+	if iv == 0 {
+		iv = time.Second
+	}
+	now := time.Now()
+	if now.Sub(r.last) < iv {
+		r.dropped++
+		return false, 0
+	}
+	r.last = now
+	s := r.dropped
+	r.dropped = 0
+	return true, s
+}
+
+// Warn logs msg with err at warning level, rate-limited.
+func (r *RateLimiter) Warn(log *logrus.Entry, err error, msg string) {
+	if ok, s := r.Allow(); ok {
+		e := log.WithError(err)
+		if s > 0 {
+			e = e.WithField("suppressed", s)
+		}
+		e.Warn(msg)
+	}
+}
+
+// Kicker wakes a device worker goroutine: Notify sets a pending bit per
+// queue and pokes a 1-slot channel, so it never blocks the vCPU.
+type Kicker struct {
+	pending atomic.Uint64
+	C       chan struct{}
+}
+
+// NewKicker returns a Kicker ready for use.
+func NewKicker() *Kicker { return &Kicker{C: make(chan struct{}, 1)} }
+
+// Kick marks queue q (0..63) pending and wakes the worker.
+func (k *Kicker) Kick(q int) {
+	if q >= 0 && q < 64 {
+		k.pending.Or(1 << uint(q))
+	}
+	select {
+	case k.C <- struct{}{}:
+	default:
+	}
+}
+
+// Take returns and clears the pending queue mask.
+func (k *Kicker) Take() uint64 { return k.pending.Swap(0) }

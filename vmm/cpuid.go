@@ -1,0 +1,81 @@
+package vmm
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/vmmgo/vmm/firmware"
+	"github.com/vmmgo/vmm/kvm"
+)
+
+// CPUID profile names (firmware.ProfileByName); ProfileAuto picks
+// "emulated" on hosts whose KVM emulates guest kernel mode, else "host".
+const (
+	ProfileAuto     = ""
+	ProfileHost     = firmware.ProfileHost
+	ProfileEmulated = firmware.ProfileEmulated
+)
+
+var (
+	emulationOnce sync.Once
+	emulationErr  error
+	emulatedHost  bool
+)
+
+// HostEmulatesKernelMode measures, once per process, whether this host's
+// KVM emulates guest kernel mode (see Probe).
+func HostEmulatesKernelMode(path string) (bool, error) {
+	emulationOnce.Do(func() {
+		k, u, err := measureEmulation(context.Background(), path)
+		emulationErr = err
+		emulatedHost = err == nil && k > 20*u
+	})
+	return emulatedHost, emulationErr
+}
+
+// cpuidProfile resolves a profile name (ProfileAuto measures the host).
+func (m *Machine) cpuidProfile(name string) (firmware.Profile, error) {
+	if name == ProfileAuto {
+		name = ProfileHost
+		emu, err := HostEmulatesKernelMode(m.cfg.KVMPath)
+		if err != nil {
+			m.log.WithError(err).Warn("cannot tell whether this host emulates guest kernel mode; using the host CPUID profile")
+		} else if emu {
+			name = ProfileEmulated
+			m.log.Info("this host's KVM emulates guest kernel mode: using --cpu-profile emulated")
+		}
+	}
+	p, err := firmware.ProfileByName(name)
+	if err != nil {
+		return p, err
+	}
+	p.MapGPARange = m.hypercallExit
+	return p, nil
+}
+
+// setCPUID gives vCPU v what profile makes of KVM_GET_SUPPORTED_CPUID.
+func (m *Machine) setCPUID(v *vcpu, p firmware.Profile) error {
+	if m.supportedCPUID == nil {
+		es, err := m.sys.SupportedCPUID()
+		if err != nil {
+			return fmt.Errorf("KVM_GET_SUPPORTED_CPUID: %w", err)
+		}
+		for _, e := range es {
+			m.supportedCPUID = append(m.supportedCPUID, firmware.CPUIDEntry{Function: e.Function, Index: e.Index,
+				Flags: e.Flags, EAX: e.EAX, EBX: e.EBX, ECX: e.ECX, EDX: e.EDX})
+		}
+	}
+	out, err := p.Apply(m.supportedCPUID, v.id, m.cfg.CPUs)
+	if err != nil {
+		return err
+	}
+	es := make([]kvm.CPUIDEntry, len(out))
+	for i, e := range out {
+		es[i] = kvm.CPUIDEntry{Function: e.Function, Index: e.Index, Flags: e.Flags, EAX: e.EAX, EBX: e.EBX, ECX: e.ECX, EDX: e.EDX}
+	}
+	if err := v.cpu.SetCPUID2(es); err != nil {
+		return fmt.Errorf("vcpu %d: KVM_SET_CPUID2: %w", v.id, err)
+	}
+	return nil
+}

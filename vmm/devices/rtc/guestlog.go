@@ -1,0 +1,48 @@
+package rtc
+
+import (
+	"io"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// guestLog logs guest-triggered events (unknown registers, odd accesses) at
+// most once per interval and counts what it suppressed, so a misbehaving
+// guest cannot flood the VMM's log.
+type guestLog struct {
+	mu         sync.Mutex
+	log        *logrus.Entry
+	interval   time.Duration
+	next       time.Time
+	suppressed uint64
+}
+
+func newGuestLog(log *logrus.Entry, device string) *guestLog {
+	if log == nil {
+		l := logrus.New()
+		l.Out = io.Discard
+		log = logrus.NewEntry(l)
+	}
+	return &guestLog{log: log.WithField("device", device), interval: time.Second}
+}
+
+func (g *guestLog) warnf(format string, args ...any) {
+	g.mu.Lock()
+	now := time.Now()
+	if now.Before(g.next) {
+		g.suppressed++
+		g.mu.Unlock()
+		return
+	}
+	n := g.suppressed
+	g.suppressed = 0
+	g.next = now.Add(g.interval)
+	g.mu.Unlock()
+	e := g.log
+	if n > 0 {
+		e = e.WithField("suppressed", n)
+	}
+	e.Warnf(format, args...)
+}

@@ -1,0 +1,136 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vmmgo/vmm/kvm"
+	"github.com/vmmgo/vmm/memory"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// handleHypercall answers KVM_EXIT_HYPERCALL. Only KVM_HC_MAP_GPA_RANGE is
+// ever forwarded (it is the only bit we enable); anything else gets
+// -KVM_ENOSYS. The result goes to hypercall.ret, which KVM copies into the
+// guest's RAX when the vCPU re-enters (api.rst §5, KVM_EXIT_HYPERCALL).
+func (v *vcpu) handleHypercall() {
+	hc := v.run.Hypercall()
+	if hc.Nr != kvm.HCMapGPARange {
+		v.run.SetHypercallRet(negErrno(kvm.KVMENOSYS))
+		return
+	}
+	v.run.SetHypercallRet(v.m.mapGPARange(v.id, hc.Args[0], hc.Args[1], hc.Args[2]))
+}
+
+func negErrno(code uint64) uint64 { return -code }
+
+// handleMemoryFault answers KVM_EXIT_MEMORY_FAULT (KVM_RUN returned -EFAULT
+// with the exit filled in). On VMs with KVM-enforced private memory the guest
+// touched a page whose shared/private state does not match its access:
+// convert implicitly, as QEMU does, but guard against the same fault coming
+// back forever (api.rst §8.44).
+func (v *vcpu) handleMemoryFault(mf *kvm.MemoryFaultError) bool {
+	ex := mf.Exit
+	private := ex.Flags&kvm.MemoryExitFlagPrivate != 0
+	if ex.GPA == v.lastFaultGPA && v.faultRepeat > 3 {
+		v.m.stop(Result{Outcome: OutcomeError, Detail: fmt.Sprintf("vcpu %d: memory fault at gpa %#x (size %#x, private=%v) repeats after conversion", v.id, ex.GPA, ex.Size, private), Dump: v.dump()})
+		return false
+	}
+	if ex.GPA == v.lastFaultGPA {
+		v.faultRepeat++
+	} else {
+		v.lastFaultGPA, v.faultRepeat = ex.GPA, 1
+	}
+	start := ex.GPA &^ (memory.PageSize - 1)
+	end := (ex.GPA + max(ex.Size, 1) + memory.PageSize - 1) &^ (memory.PageSize - 1)
+	attrs := uint64(0)
+	if private {
+		attrs = memory.AttrPrivate
+	}
+	if _, err := v.m.mem.Convert(memory.ConvertRequest{GPA: memory.GPA(start), NPages: (end - start) / memory.PageSize, Attrs: attrs}); err != nil {
+		v.m.stop(Result{Outcome: OutcomeError, Detail: fmt.Sprintf("vcpu %d: memory fault at gpa %#x (size %#x, private=%v) outside guest RAM: %v", v.id, ex.GPA, ex.Size, private, err), Dump: v.dump()})
+		return false
+	}
+	return true
+}
+
+// handleInternalError handles KVM_EXIT_INTERNAL_ERROR. On hosts whose KVM
+// emulates guest kernel mode, int3 cannot be emulated: KVM stops on the 0xcc
+// byte. We do what the CPU would have done: advance RIP past it and inject
+// #BP (vector 3) so the guest's own handler runs (host-kvm.md). Anything else
+// is reported precisely and stops the machine.
+func (v *vcpu) handleInternalError() bool {
+	ie, err := v.run.InternalError()
+	if err != nil {
+		v.m.stop(Result{Outcome: OutcomeError, Detail: fmt.Sprintf("vcpu %d: malformed internal-error exit: %v", v.id, err), Dump: v.dump()})
+		return false
+	}
+	if ie.Suberror == kvm.InternalErrorEmulation && len(ie.InsnBytes) > 0 && ie.InsnBytes[0] == 0xcc {
+		if err := v.injectBreakpoint(); err == nil {
+			v.m.stats.counter("int3-injected").Add(1)
+			return true
+		} else {
+			v.log.WithError(err).Warn("cannot inject #BP for int3")
+		}
+	}
+	detail := fmt.Sprintf("vcpu %d: KVM internal error, suberror %d (%s)", v.id, ie.Suberror, internalErrorName(ie.Suberror))
+	if len(ie.InsnBytes) > 0 {
+		detail += fmt.Sprintf("; instruction bytes % x", ie.InsnBytes)
+		if inst, err := x86asm.Decode(ie.InsnBytes, 64); err == nil {
+			detail += fmt.Sprintf(" (%s)", x86asm.IntelSyntax(inst, 0, nil))
+		}
+	}
+	if len(ie.Data) > 0 {
+		detail += fmt.Sprintf("; data %x", ie.Data)
+	}
+	v.m.stop(Result{Outcome: OutcomeError, Detail: detail, Dump: v.dump()})
+	return false
+}
+
+func internalErrorName(sub uint32) string {
+	switch sub {
+	case kvm.InternalErrorEmulation:
+		return "emulation failure: this host's KVM cannot execute the instruction; try --cpu-profile emulated"
+	case 2:
+		return "simultaneous exceptions"
+	case 3:
+		return "delivery event"
+	case 4:
+		return "unexpected exit reason"
+	}
+	return "unknown"
+}
+
+func (v *vcpu) injectBreakpoint() error {
+	regs, err := v.cpu.Regs()
+	if err != nil {
+		return err
+	}
+	regs.RIP++
+	if err := v.cpu.SetRegs(regs); err != nil {
+		return err
+	}
+	ev, err := v.cpu.Events()
+	if err != nil {
+		return err
+	}
+	if ev.Exception.Injected != 0 || ev.Exception.Pending != 0 {
+		return errors.New("an exception is already pending")
+	}
+	ev.Exception.Injected = 1
+	ev.Exception.Nr = 3
+	ev.Exception.HasErrorCode = 0
+	ev.Flags = 0
+	return v.cpu.SetEvents(ev)
+}
+
+// handleDebug handles KVM_EXIT_DEBUG: breakpoints and single steps for the
+// GDB stub. Without a debugger attached it is unexpected.
+func (v *vcpu) handleDebug() bool {
+	if v.m.debug != nil {
+		return v.m.debug.onDebugExit(v)
+	}
+	d := v.run.Debug()
+	v.m.stop(Result{Outcome: OutcomeError, Detail: fmt.Sprintf("vcpu %d: debug exit (exception %d at %#x) with no debugger attached", v.id, d.Exception, d.PC), Dump: v.dump()})
+	return false
+}
