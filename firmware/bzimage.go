@@ -93,6 +93,9 @@ func ParseBzImage(img []byte) (*BzImage, error) {
 	if m := le32(img, offHeaderMagic); m != hdrMagic {
 		return nil, fmt.Errorf("bzImage: header magic %#08x, want %#08x (\"HdrS\")", m, hdrMagic)
 	}
+	if len(img) < offVersion+2 {
+		return nil, fmt.Errorf("bzImage: file of %d bytes ends inside the setup header (before the version at %#x)", len(img), offVersion)
+	}
 	var h SetupHeader
 	h.Version = le16(img, offVersion)
 	h.BootFlag = le16(img, offBootFlag)

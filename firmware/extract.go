@@ -161,7 +161,30 @@ func decodeLZ4(src []byte, want int) ([]byte, error) {
 	return readAllLimit(r, want)
 }
 
+// shrinkZstdWindow rewrites the Window_Descriptor of the first frame (RFC
+// 8878 §3.1.1.1.2) to the smallest window covering the expected output (at
+// least the 128 KiB maximum block size). No match can reach further back than
+// the output produced, so a valid frame decodes the same, and the decoder
+// does not allocate the up to 128 MiB a piped "zstd --ultra -22" declares.
+func shrinkZstdWindow(src []byte, want int) []byte {
+	if len(src) < 6 || src[4]&0x20 != 0 { // Single_Segment: no descriptor
+		return src
+	}
+	exp := 7 // 1<<(10+7) = 128 KiB
+	for 1<<(10+exp) < want && exp < 31 {
+		exp++
+	}
+	d := byte(exp << 3)
+	if cur := src[5]; cur>>3 < d>>3 || cur>>3 == d>>3 && cur&7 == 0 {
+		return src // already no larger
+	}
+	out := append([]byte(nil), src...)
+	out[5] = d
+	return out
+}
+
 func decodeZstd(src []byte, want int) ([]byte, error) {
+	src = shrinkZstdWindow(src, want)
 	d, err := zstd.NewReader(bytes.NewReader(src),
 		zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderMaxMemory(uint64(maxDict)+uint64(want)),

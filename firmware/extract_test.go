@@ -12,6 +12,7 @@ func TestDecompressPayloadFixtures(t *testing.T) {
 	for _, tc := range []struct{ file, codec string }{
 		{"payload.gz", "gzip"}, {"payload.bz2", "bzip2"}, {"payload.lzma", "lzma"},
 		{"payload.xz", "xz"}, {"payload.lzo", "lzo"}, {"payload.lz4", "lz4"}, {"payload.zst", "zstd"},
+		{"payload-ultra.zst", "zstd"},
 	} {
 		t.Run(tc.codec, func(t *testing.T) {
 			p := readFixture(t, tc.file)
@@ -138,5 +139,19 @@ func TestLZO1XHandmade(t *testing.T) {
 	}
 	if _, err := LZO1XDecompress([]byte{22, 'h', 'e', 'l', 'l', 'o', 0x11, 0, 0}, 4); err == nil {
 		t.Error("output limit ignored")
+	}
+}
+
+func TestZstdWindowShrink(t *testing.T) {
+	p := readFixture(t, "payload-ultra.zst")
+	if p[4]&0x20 != 0 || p[5]>>3 < 17 {
+		t.Fatalf("fixture does not declare a large window: FHD %#x WD %#x", p[4], p[5])
+	}
+	s := shrinkZstdWindow(p[:len(p)-4], len(testVmlinux()))
+	if s[5] != 7<<3 {
+		t.Errorf("window descriptor %#x, want 128 KiB (0x38)", s[5])
+	}
+	if p[5]>>3 < 17 {
+		t.Error("input modified")
 	}
 }

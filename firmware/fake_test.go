@@ -181,3 +181,46 @@ func buildBzImage(payload []byte) []byte {
 
 // testVmlinux is the ELF every bzImage fixture carries.
 func testVmlinux() []byte { return buildELF(x86ish(60000, 1), 0x3000, true) }
+
+// sparseMem is a bounds-checked guest memory of size bytes that only
+// allocates the 64 KiB chunks written (for fuzzing: fast per iteration).
+type sparseMem struct {
+	size   uint64
+	chunks map[uint64][]byte
+}
+
+const sparseChunk = 64 << 10
+
+func newSparseMem(size uint64) *sparseMem { return &sparseMem{size: size, chunks: map[uint64][]byte{}} }
+
+func (m *sparseMem) access(gpa memory.GPA, p []byte, write bool) error {
+	if uint64(gpa) > m.size || uint64(len(p)) > m.size-uint64(gpa) {
+		return fmt.Errorf("[%v +%d): %w", gpa, len(p), memory.ErrOutOfRange)
+	}
+	a := uint64(gpa)
+	for len(p) > 0 {
+		base, off := a/sparseChunk*sparseChunk, a%sparseChunk
+		c := m.chunks[base]
+		if c == nil {
+			if !write {
+				n := min(uint64(len(p)), sparseChunk-off)
+				clear(p[:n])
+				p, a = p[n:], a+n
+				continue
+			}
+			c = make([]byte, sparseChunk)
+			m.chunks[base] = c
+		}
+		var n int
+		if write {
+			n = copy(c[off:], p)
+		} else {
+			n = copy(p, c[off:])
+		}
+		p, a = p[n:], a+uint64(n)
+	}
+	return nil
+}
+
+func (m *sparseMem) Read(gpa memory.GPA, p []byte) error  { return m.access(gpa, p, false) }
+func (m *sparseMem) Write(gpa memory.GPA, p []byte) error { return m.access(gpa, p, true) }

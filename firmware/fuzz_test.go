@@ -27,7 +27,7 @@ func FuzzLoad(f *testing.F) {
 		if len(img) > 0 && img[0]&1 == 1 {
 			cmd = string(img[:min(len(img), 300)])
 		}
-		bi, err := Load(newFakeMem(ram), img, img[:min(len(img), 4096)], Config{Cmdline: cmd, E820: m})
+		bi, err := Load(newSparseMem(ram), img, img[:min(len(img), 4096)], Config{Cmdline: cmd, E820: m})
 		if err != nil {
 			return
 		}

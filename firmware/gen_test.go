@@ -24,6 +24,8 @@ var payloadTools = []struct {
 	{"payload.lzo", []string{"lzop", "-9", "-c"}},
 	{"payload.lz4", []string{"lz4", "-l", "-9", "-c"}},
 	{"payload.zst", []string{"zstd", "-19", "-c", "-q"}},
+	// As piped kernel builds make it: a 128 MiB window for a small input.
+	{"payload-ultra.zst", []string{"zstd", "--ultra", "-22", "--long=27", "-c", "-q"}},
 }
 
 // TestGenerateFixtures rewrites testdata/firmware when FIRMWARE_REGEN=1

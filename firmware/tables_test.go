@@ -478,3 +478,17 @@ func TestMPTable(t *testing.T) {
 		t.Error("unaligned address accepted")
 	}
 }
+
+func TestSparseMem(t *testing.T) {
+	m := newSparseMem(1 << 20)
+	if err := m.Write(sparseChunk-3, []byte("abcdefgh")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 10)
+	if err := m.Read(sparseChunk-4, b); err != nil || string(b) != "\x00abcdefgh\x00" {
+		t.Fatalf("%q %v", b, err)
+	}
+	if err := m.Write(1<<20-2, []byte("abc")); err == nil {
+		t.Fatal("write past the end accepted")
+	}
+}

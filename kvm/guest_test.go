@@ -105,6 +105,12 @@ func runOnce(c *kvm.VCPU, d time.Duration) error {
 	c.BindThread()
 	timer := time.AfterFunc(d, func() { c.Kick() })
 	err := c.Run()
+	// A signal that is not a kick (e.g. the Go runtime's preemption
+	// SIGURG racing with the syscall) also interrupts KVM_RUN; the kick
+	// protocol tells them apart by immediate_exit.
+	for errors.Is(err, kvm.ErrInterrupted) && !c.RunData().ImmediateExit() {
+		err = c.Run()
+	}
 	if !timer.Stop() {
 		// The watchdog fired: make sure its immediate_exit does not leak
 		// into the next run, whatever the outcome of this one.

@@ -519,7 +519,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if v := l.Reg(0x30) & 0xff; v < 0x10 {
 		t.Errorf("LAPIC version %#x", v)
 	}
-	l.SetReg(0x80, 0x20)    // TPR
+	l.SetReg(0x80, 0x20)   // TPR
 	l.SetReg(0x350, 0x700) // LVT LINT0: ExtINT
 	if err := c.SetLAPIC(l); err != nil {
 		t.Fatal(err)
@@ -687,6 +687,10 @@ func TestCloseTwice(t *testing.T) {
 	if c.RunData().ExitReason() != 0 {
 		t.Fatal("RunData after Close reads the unmapped page")
 	}
+	if err := c.Kick(); !errors.Is(err, kvm.ErrClosed) {
+		t.Fatalf("Kick after Close = %v, want ErrClosed", err)
+	}
+	c.SetImmediateExit(true) // must not touch the unmapped page
 	for i := range 2 {
 		if err := vm.Close(); err != nil {
 			t.Fatalf("vm Close %d: %v", i, err)

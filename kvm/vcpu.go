@@ -35,13 +35,22 @@ import (
 type VCPU struct {
 	id      int
 	fd      int
-	mapping []byte // KVM_GET_VCPU_MMAP_SIZE bytes; nil once closed
-	run     *Run
+	mapping []byte              // KVM_GET_VCPU_MMAP_SIZE bytes; nil once closed
+	run     atomic.Pointer[Run] // view of mapping; an empty Run once closed
 	pid     int
 	tid     atomic.Int32 // thread bound by BindThread; 0 when none
 
+	// mu serialises Close with the methods other goroutines may call
+	// (Kick, SetImmediateExit), so that they never touch the run page
+	// after it is unmapped.
 	mu     sync.Mutex
 	closed bool
+}
+
+func newVCPU(id, fd int, mapping []byte, pid int) *VCPU {
+	c := &VCPU{id: id, fd: fd, mapping: mapping, pid: pid}
+	c.run.Store(NewRun(mapping))
+	return c
 }
 
 // ID returns the vCPU id it was created with.
@@ -60,11 +69,11 @@ func (c *VCPU) Close() error {
 	}
 	c.closed = true
 	var errs []error
+	c.run.Store(NewRun(nil))
 	if err := unix.Munmap(c.mapping); err != nil {
 		errs = append(errs, fmt.Errorf("munmap kvm_run: %w", os.NewSyscallError("munmap", err)))
 	}
 	c.mapping = nil
-	c.run = NewRun(nil)
 	if err := unix.Close(c.fd); err != nil {
 		errs = append(errs, fmt.Errorf("close: %w", os.NewSyscallError("close", err)))
 	}
@@ -84,7 +93,12 @@ func (c *VCPU) BindThread() { c.tid.Store(int32(unix.Gettid())) }
 // thread it returns ErrNotBound, but immediate_exit stays set so the next
 // Run returns ErrInterrupted at once.
 func (c *VCPU) Kick() error {
-	c.run.SetImmediateExit(true)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fmt.Errorf("kvm: kick vcpu %d: %w", c.id, ErrClosed)
+	}
+	c.run.Load().SetImmediateExit(true)
 	tid := c.tid.Load()
 	if tid == 0 {
 		return fmt.Errorf("kvm: kick vcpu %d: %w", c.id, ErrNotBound)
@@ -99,11 +113,17 @@ func (c *VCPU) Kick() error {
 // clears it after handling a kick; setting it without a signal makes the
 // next KVM_RUN return EINTR immediately (e.g. to complete a pending IO
 // exit before pausing: api.rst §5).
-func (c *VCPU) SetImmediateExit(v bool) { c.run.SetImmediateExit(v) }
+func (c *VCPU) SetImmediateExit(v bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.run.Load().SetImmediateExit(v)
+	}
+}
 
 // RunData returns the view of the vCPU's kvm_run area. It stays valid
 // until Close.
-func (c *VCPU) RunData() *Run { return c.run }
+func (c *VCPU) RunData() *Run { return c.run.Load() }
 
 // Run enters the guest once (KVM_RUN, api.rst 4.10) and returns nil when
 // the guest exited to userspace: decode the exit with RunData. It returns
@@ -115,19 +135,24 @@ func (c *VCPU) Run() error {
 	if err == nil {
 		return nil
 	}
+	return runError(c.id, err, c.run.Load())
+}
+
+// runError classifies a KVM_RUN failure (api.rst 4.10 and §5).
+func runError(id int, err error, r *Run) error {
 	var errno unix.Errno
 	errors.As(err, &errno)
 	switch errno {
 	case unix.EINTR:
-		return fmt.Errorf("%w: vcpu %d: %w", ErrInterrupted, c.id, err)
+		return fmt.Errorf("%w: vcpu %d: %w", ErrInterrupted, id, err)
 	case unix.EFAULT, unix.EHWPOISON:
-		// api.rst §5: for other errnos exit_reason is stale, so check it
-		// only for these two.
-		if c.run.ExitReason() == ExitMemoryFault {
-			return &MemoryFaultError{Exit: c.run.MemoryFault(), Err: err}
+		// For other errnos exit_reason is stale, so check it only for
+		// these two.
+		if r.ExitReason() == ExitMemoryFault {
+			return &MemoryFaultError{Exit: r.MemoryFault(), Err: err}
 		}
 	}
-	return fmt.Errorf("kvm: run vcpu %d: %w", c.id, err)
+	return fmt.Errorf("kvm: run vcpu %d: %w", id, err)
 }
 
 // vcpuGet issues a vCPU "get" ioctl into a fresh T.

@@ -363,7 +363,7 @@ func (vm *VM) CreateVCPU(id int) (*VCPU, error) {
 			unix.Close(cfd)
 			return fmt.Errorf("mmap kvm_run (%d bytes): %w", vm.mmapSize, os.NewSyscallError("mmap", err))
 		}
-		c = &VCPU{id: id, fd: cfd, mapping: m, run: NewRun(m), pid: unix.Getpid()}
+		c = newVCPU(id, cfd, m, unix.Getpid())
 		return nil
 	})
 	if err != nil {

@@ -44,7 +44,11 @@ type AtomicMemory interface {
 
 // load16 reads the little-endian 16-bit value at gpa (2-byte aligned) through
 // an atomic load of the 32-bit word containing it.
-func load16(mem GuestMemory, am AtomicMemory, gpa memory.GPA) (uint16, error) {
+// scratch is a queue's small I/O buffer: byte slices handed to an interface
+// method escape, so reusing one keeps the hot path allocation-free.
+type scratch [8]byte
+
+func (s *scratch) load16(mem GuestMemory, am AtomicMemory, gpa memory.GPA) (uint16, error) {
 	word := gpa &^ 3
 	shift := uint(gpa&2) * 8
 	if am != nil {
@@ -52,29 +56,27 @@ func load16(mem GuestMemory, am AtomicMemory, gpa memory.GPA) (uint16, error) {
 		if err != nil {
 			// The word may straddle the end of RAM or a private page even
 			// though the 2 bytes we need do not: fall back to the exact read.
-			return plainLoad16(mem, gpa)
+			return s.plainLoad16(mem, gpa)
 		}
 		return uint16(w >> shift), nil
 	}
-	var b [4]byte
-	if err := mem.DeviceRead(word, b[:]); err != nil {
-		return plainLoad16(mem, gpa)
+	if err := mem.DeviceRead(word, s[:4]); err != nil {
+		return s.plainLoad16(mem, gpa)
 	}
-	return uint16(binary.LittleEndian.Uint32(b[:]) >> shift), nil
+	return uint16(binary.LittleEndian.Uint32(s[:4]) >> shift), nil
 }
 
-func plainLoad16(mem GuestMemory, gpa memory.GPA) (uint16, error) {
-	var b [2]byte
-	if err := mem.DeviceRead(gpa, b[:]); err != nil {
+func (s *scratch) plainLoad16(mem GuestMemory, gpa memory.GPA) (uint16, error) {
+	if err := mem.DeviceRead(gpa, s[:2]); err != nil {
 		return 0, err
 	}
-	return binary.LittleEndian.Uint16(b[:]), nil
+	return binary.LittleEndian.Uint16(s[:2]), nil
 }
 
 // store16 writes the little-endian 16-bit value v at gpa (2-byte aligned)
 // with a CAS on the containing 32-bit word, so the other half (which may be
 // driver-owned) is preserved and the store is a full barrier.
-func store16(mem GuestMemory, am AtomicMemory, gpa memory.GPA, v uint16) error {
+func (s *scratch) store16(mem GuestMemory, am AtomicMemory, gpa memory.GPA, v uint16) error {
 	word := gpa &^ 3
 	shift := uint(gpa&2) * 8
 	if am != nil {
@@ -95,9 +97,8 @@ func store16(mem GuestMemory, am AtomicMemory, gpa memory.GPA, v uint16) error {
 			}
 		}
 	}
-	var b [2]byte
-	binary.LittleEndian.PutUint16(b[:], v)
-	if err := mem.DeviceWrite(gpa, b[:]); err != nil {
+	binary.LittleEndian.PutUint16(s[:2], v)
+	if err := mem.DeviceWrite(gpa, s[:2]); err != nil {
 		return fmt.Errorf("write ring index at %v: %w", gpa, err)
 	}
 	return nil

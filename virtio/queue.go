@@ -130,6 +130,7 @@ type Queue struct {
 	stamp []uint32 // loop detection: [0,size) main table, [size,2*size) indirect
 	gen   uint32
 	buf   [descSize]byte
+	s     scratch
 }
 
 // NewQueue returns a queue over the rings in cfg. features is the negotiated
@@ -170,7 +171,7 @@ func (q *Queue) LastAvail() uint16 { return q.lastAvail }
 func (q *Queue) UsedIdx() uint16 { return q.usedIdx }
 
 func (q *Queue) availIdx() (uint16, error) {
-	return load16(q.mem, q.am, q.cfg.Avail+2)
+	return q.s.load16(q.mem, q.am, q.cfg.Avail+2)
 }
 
 // HasAvailable reports whether the driver has made chains available that
@@ -212,7 +213,7 @@ func (q *Queue) Pop(c *Chain) (bool, error) {
 			ErrQueueBroken, ErrAvailIndex, idx, q.lastAvail, q.cfg.Size)
 	}
 	slot := q.cfg.Avail + 4 + memory.GPA(2*(q.lastAvail%q.cfg.Size))
-	head, err := plainLoad16(q.mem, slot)
+	head, err := q.s.plainLoad16(q.mem, slot)
 	if err != nil {
 		q.broken = true
 		return false, fmt.Errorf("%w: read avail.ring: %w", ErrQueueBroken, err)
@@ -352,11 +353,11 @@ func (q *Queue) walk(c *Chain) (uint16, error) {
 // lets a device fail a request touching a private page before it has read or
 // written anything else (memory-conversion.md "Isolation").
 func (q *Queue) probe(gpa memory.GPA, n uint32) error {
-	var b [1]byte
+	b := q.s[:1]
 	var private error
 	end := uint64(gpa) + uint64(n)
 	for p := uint64(gpa); p < end; p = (p &^ (memory.PageSize - 1)) + memory.PageSize {
-		if err := q.mem.DeviceRead(memory.GPA(p), b[:]); err != nil {
+		if err := q.mem.DeviceRead(memory.GPA(p), b); err != nil {
 			// Keep going past a private page: a range error further on
 			// makes the chain malformed, which takes precedence.
 			if !errors.Is(err, memory.ErrPrivate) {
@@ -377,16 +378,16 @@ func (q *Queue) PushUsed(head uint16, n uint32) error {
 	if head >= q.cfg.Size {
 		return fmt.Errorf("push used head %d: %w", head, ErrDescIndex)
 	}
-	var e [8]byte
+	e := q.buf[:8]
 	binary.LittleEndian.PutUint32(e[0:], uint32(head))
 	binary.LittleEndian.PutUint32(e[4:], n)
 	slot := q.cfg.Used + 4 + memory.GPA(8*(q.usedIdx%q.cfg.Size))
-	if err := q.mem.DeviceWrite(slot, e[:]); err != nil {
+	if err := q.mem.DeviceWrite(slot, e); err != nil {
 		q.broken = true
 		return fmt.Errorf("%w: write used element: %w", ErrQueueBroken, err)
 	}
 	q.usedIdx++
-	if err := store16(q.mem, q.am, q.cfg.Used+2, q.usedIdx); err != nil {
+	if err := q.s.store16(q.mem, q.am, q.cfg.Used+2, q.usedIdx); err != nil {
 		q.broken = true
 		return fmt.Errorf("%w: publish used.idx: %w", ErrQueueBroken, err)
 	}
@@ -404,7 +405,7 @@ func (q *Queue) ShouldNotify() bool {
 	if q.eventIdx {
 		old, valid := q.signalledUsed, q.signalledValid
 		q.signalledUsed, q.signalledValid = q.usedIdx, true
-		ev, err := load16(q.mem, q.am, q.cfg.Avail+4+memory.GPA(2*uint32(q.cfg.Size)))
+		ev, err := q.s.load16(q.mem, q.am, q.cfg.Avail+4+memory.GPA(2*uint32(q.cfg.Size)))
 		if err != nil {
 			return true // cannot tell: interrupt rather than hang the driver
 		}
@@ -413,7 +414,7 @@ func (q *Queue) ShouldNotify() bool {
 		}
 		return needEvent(ev, q.usedIdx, old)
 	}
-	flags, err := load16(q.mem, q.am, q.cfg.Avail)
+	flags, err := q.s.load16(q.mem, q.am, q.cfg.Avail)
 	if err != nil {
 		return true
 	}
@@ -433,7 +434,7 @@ func (q *Queue) DisableNotify() {
 	if q.eventIdx || q.broken {
 		return
 	}
-	_ = store16(q.mem, q.am, q.cfg.Used, UsedFNoNotify)
+	_ = q.s.store16(q.mem, q.am, q.cfg.Used, UsedFNoNotify)
 }
 
 // EnableNotify re-enables driver kicks and then re-checks the avail ring,
@@ -447,9 +448,9 @@ func (q *Queue) EnableNotify() bool {
 	var err error
 	if q.eventIdx {
 		// avail_event lives after the used ring (§2.7.8).
-		err = store16(q.mem, q.am, q.cfg.Used+4+memory.GPA(8*uint32(q.cfg.Size)), q.lastAvail)
+		err = q.s.store16(q.mem, q.am, q.cfg.Used+4+memory.GPA(8*uint32(q.cfg.Size)), q.lastAvail)
 	} else {
-		err = store16(q.mem, q.am, q.cfg.Used, 0)
+		err = q.s.store16(q.mem, q.am, q.cfg.Used, 0)
 	}
 	if err != nil {
 		return false

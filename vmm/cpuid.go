@@ -79,3 +79,17 @@ func (m *Machine) setCPUID(v *vcpu, p firmware.Profile) error {
 	}
 	return nil
 }
+
+// emulatedKernelParams is the guest-side half of the "emulated" profile.
+// On a host whose KVM emulates guest kernel mode (kvm_pvm here) the guest's
+// CPUID leaf 1 and 7 answers do not come from KVM_SET_CPUID2 (measured: the
+// guest reads the host CPU's XSAVE and POPCNT bits whatever the table says;
+// the hypervisor leaves 0x4000000x do follow the table), so the kernel must
+// also be told on its command line not to use what the emulator cannot
+// execute. clearcpuid takes X86_FEATURE_* bit numbers (word*32+bit,
+// arch/x86/include/asm/cpufeatures.h; names only since 6.2); clearing a
+// feature also clears what depends on it (cpuid-deps.c). The list must stay
+// under the 128 bytes cpu_parse_early_param reads.
+const emulatedKernelParams = "noxsave clearcpuid=" +
+	"129,140,141,148,150,151,153,154,156,157,158," + // 1.ECX: PCLMULQDQ FMA CX16 SSE4.2 MOVBE POPCNT AES XSAVE AVX F16C RDRAND
+	"291,293,295,296,304,306,307,308,317" // 7.0.EBX: BMI1 AVX2 SMEP BMI2 AVX512F RDSEED ADX SMAP SHA

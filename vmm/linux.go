@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -83,9 +84,16 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 	if _, err := firmware.WriteMPTable(m.mem, firmware.DefaultMPTableAddr, m.cfg.CPUs); err != nil {
 		return nil, fmt.Errorf("MP table: %w", err)
 	}
+	profile, err := m.cpuidProfile(m.cfg.CPUProfile)
+	if err != nil {
+		return nil, err
+	}
 	cmdline := lc.Cmdline
 	if !lc.NoDefaultCmdline {
 		cmdline = strings.TrimSpace(DefaultCmdline + " " + lc.Cmdline)
+	}
+	if profile.Emulated {
+		cmdline = strings.TrimSpace(cmdline + " " + emulatedKernelParams)
 	}
 	fc := firmware.Config{Cmdline: cmdline, E820: e820, RSDPAddr: memory.GPA(rsdp), NoPVH: lc.NoPVH}
 	fc.Extract = lc.Extract == ExtractOn
@@ -113,10 +121,6 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		}
 	}
 	if err := m.attachPlatform(lc); err != nil {
-		return nil, err
-	}
-	profile, err := m.cpuidProfile(m.cfg.CPUProfile)
-	if err != nil {
 		return nil, err
 	}
 	m.log.WithField("cmdline", bi.Cmdline).WithField("protocol", bi.Protocol.String()).
@@ -247,12 +251,23 @@ func (p *pciPorts) BusWrite(vcpu int, off uint64, data []byte) {
 	}
 }
 
-// SerialInput feeds bytes to the guest's COM1 (the console's stdin).
-func (m *Machine) SerialInput(p []byte) int {
+// SerialInputWait feeds bytes to the guest's COM1 (the console's stdin),
+// waiting while the UART's receive buffer is full, until ctx ends or the
+// machine stops.
+func (m *Machine) SerialInputWait(ctx context.Context, p []byte) error {
 	if m.serial == nil {
-		return 0
+		return fmt.Errorf("no serial port")
 	}
-	return m.serial.Input(p)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-m.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return m.serial.InputWait(ctx, p)
 }
 
 // Architectural MSRs set at boot, as the peers do: fast strings on, the

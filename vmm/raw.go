@@ -61,7 +61,11 @@ func (m *Machine) LoadRaw(img RawImage) error {
 	if err := m.attachRawDevices(); err != nil {
 		return err
 	}
-	cpuid, err := m.cpuidProfile(ProfileHost)
+	profile := m.cfg.CPUProfile
+	if profile == ProfileAuto {
+		profile = ProfileHost // tiny guests use nothing the emulator lacks unless they ask
+	}
+	cpuid, err := m.cpuidProfile(profile)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vmmgo/vmm/kvm"
+	"golang.org/x/sys/unix"
 )
 
 // vcpu is one virtual CPU and the goroutine that runs it. The goroutine is
@@ -124,6 +125,11 @@ func (v *vcpu) loop() {
 			if errors.Is(err, kvm.ErrInterrupted) {
 				v.cpu.SetImmediateExit(false)
 				v.fence.Add(1) // full barrier before re-reading the request flags
+				continue
+			}
+			if errors.Is(err, unix.EAGAIN) {
+				// An application processor waiting for INIT/SIPI woke up
+				// (KVM_MP_STATE_UNINITIALIZED): KVM asks to be called again.
 				continue
 			}
 			var mf *kvm.MemoryFaultError

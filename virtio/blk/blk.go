@@ -81,6 +81,10 @@ type Device struct {
 	done   chan struct{}
 	buf    []byte
 	segbuf []byte
+	hdr    [headerSize]byte // scratch: slices passed to GuestMemory escape
+	st     [1]byte
+	id     [idLen]byte
+	chain  virtio.Chain // reused by the worker: no allocation per request
 
 	Stats virtio.Stats
 }
@@ -257,7 +261,6 @@ func (d *Device) Close() error {
 func (d *Device) run(a virtio.Activation, k *virtio.Kicker, stop, done chan struct{}) {
 	defer close(done)
 	q := a.Queues[0]
-	var c virtio.Chain
 	for {
 		select {
 		case <-stop:
@@ -265,7 +268,7 @@ func (d *Device) run(a virtio.Activation, k *virtio.Kicker, stop, done chan stru
 		case <-k.C:
 		}
 		k.Take()
-		if !d.drain(a, q, &c) {
+		if !d.drain(a, q, &d.chain) {
 			return
 		}
 	}
@@ -324,7 +327,8 @@ func (d *Device) handle(mem virtio.GuestMemory, c *virtio.Chain) uint32 {
 		if status != StatusOK {
 			d.Stats.Errors.Add(1)
 		}
-		if _, err := c.WriteAt(mem, []byte{status}, statusOff); err != nil {
+		d.st[0] = status
+		if _, err := c.WriteAt(mem, d.st[:], statusOff); err != nil {
 			d.rl.Warn(d.log, err, "write request status")
 			return 0
 		}
@@ -336,8 +340,8 @@ func (d *Device) handle(mem virtio.GuestMemory, c *virtio.Chain) uint32 {
 		d.rl.Warn(d.log, c.Err, "request touches a private page")
 		return finish(StatusIOErr, 0)
 	}
-	var hdr [headerSize]byte
-	if _, err := c.ReadAt(mem, hdr[:], 0); err != nil {
+	hdr := d.hdr[:]
+	if _, err := c.ReadAt(mem, hdr, 0); err != nil {
 		d.Stats.Malformed.Add(1)
 		d.rl.Warn(d.log, err, "request header too short")
 		return finish(StatusIOErr, 0)
@@ -384,8 +388,9 @@ func (d *Device) handle(mem virtio.GuestMemory, c *virtio.Chain) uint32 {
 		}
 		return finish(StatusOK, 0)
 	case TypeGetID:
-		var id [idLen]byte
-		copy(id[:], d.cfg.Serial)
+		id := d.id[:]
+		clear(id)
+		copy(id, d.cfg.Serial)
 		n := min(statusOff, idLen)
 		if _, err := c.WriteAt(mem, id[:n], 0); err != nil {
 			return finish(StatusIOErr, 0)

@@ -4,6 +4,5 @@ import "github.com/vmmgo/vmm/virtio"
 
 // DrainForTest serves every available request synchronously (benchmarks).
 func DrainForTest(d *Device, a virtio.Activation) bool {
-	var c virtio.Chain
-	return d.drain(a, a.Queues[0], &c)
+	return d.drain(a, a.Queues[0], &d.chain)
 }

@@ -38,10 +38,10 @@ func (c *sinkConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (c *sinkConn) Read([]byte) (int, error)          { return 0, io.EOF }
-func (c *sinkConn) Close() error                      { return nil }
-func (c *sinkConn) LocalAddr() net.Addr               { return nil }
-func (c *sinkConn) RemoteAddr() net.Addr              { return nil }
+func (c *sinkConn) Read([]byte) (int, error)         { return 0, io.EOF }
+func (c *sinkConn) Close() error                     { return nil }
+func (c *sinkConn) LocalAddr() net.Addr              { return nil }
+func (c *sinkConn) RemoteAddr() net.Addr             { return nil }
 func (c *sinkConn) SetDeadline(time.Time) error      { return nil }
 func (c *sinkConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *sinkConn) SetWriteDeadline(time.Time) error { return nil }

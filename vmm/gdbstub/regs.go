@@ -288,8 +288,10 @@ func AbridgedTagWord(full uint16) uint8 {
 
 // FullTagWord expands an abridged tag byte to the full tag word, deriving
 // each valid register's class (00 valid, 01 zero, 10 special) from its
-// contents as FSAVE would. st holds the physical registers R0..R7 in stack
-// order starting at TOP (fsw bits 13:11), as FXSAVE and KVM store them.
+// contents as FSAVE would. st[i] is ST(i), the register i below the top
+// of stack, as FXSAVE and struct kvm_fpu.fpr store them; tag bits are per
+// physical register R0..R7, with ST(i) = R((TOP+i) mod 8), TOP being
+// fsw bits 13:11 (SDM Vol. 1 §8.1.2, §8.1.7).
 func FullTagWord(abridged uint8, fsw uint16, st [8][10]byte) uint16 {
 	top := int(fsw>>11) & 7
 	var full uint16

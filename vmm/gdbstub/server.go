@@ -135,7 +135,7 @@ func New(t Target, cfg Config) *Server {
 		l.Out = io.Discard
 		log = logrus.NewEntry(l)
 	}
-	return &Server{
+	s := &Server{
 		t:       t,
 		n:       t.NumVCPUs(),
 		log:     log,
@@ -146,6 +146,10 @@ func New(t Target, cfg Config) *Server {
 		last:    StopEvent{Reason: reasonAttach},
 		swbps:   make(map[uint64]int),
 	}
+	if !cfg.StartStopped {
+		s.resumedOnce.Do(func() { close(s.resumed) }) // already running
+	}
+	return s
 }
 
 // Notify reports that a vCPU stopped by itself. It is safe to call from
@@ -170,7 +174,8 @@ func (s *Server) Notify(ev StopEvent) {
 
 // WaitContinue blocks until a client has resumed the guest for the first
 // time (or detached), for --gdb-wait: the VMM can report that it waits for
-// the debugger and proceed once the guest runs.
+// the debugger and proceed once the guest runs. Without StartStopped it
+// returns at once.
 func (s *Server) WaitContinue(ctx context.Context) error {
 	select {
 	case <-s.resumed:

@@ -100,15 +100,6 @@ func (c *client) expect(payload, want string) {
 	}
 }
 
-func (c *client) expectPrefix(payload, want string) string {
-	c.t.Helper()
-	got := c.cmd(payload)
-	if !strings.HasPrefix(got, want) {
-		c.t.Fatalf("%.40q: got %.80q, want prefix %q", payload, got, want)
-	}
-	return got
-}
-
 func testLog(t *testing.T) *logrus.Entry {
 	l := logrus.New()
 	l.Out = io.Discard
@@ -242,7 +233,7 @@ func TestSessionRegisters(t *testing.T) {
 	if g[:16] != hexU64(0x1122334455667788) {
 		t.Fatalf("rax in g: %s", g[:16])
 	}
-	c.expect("p10", hexU64(0x1100)) // rip of vCPU 1
+	c.expect("p10", hexU64(0x1100))   // rip of vCPU 1
 	c.expect("p3e", hexU64(0xabc000)) // cr3
 	c.expect("p42", errInval)
 	c.expect("pxyz", errParse)
@@ -567,6 +558,11 @@ func TestAttachToRunningGuest(t *testing.T) {
 	f.load(0x1100, opHalt)
 	if err := f.Resume([]Action{ActionContinue, ActionContinue}); err != nil {
 		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := srv.WaitContinue(ctx); err != nil {
+		t.Fatalf("WaitContinue on a running guest: %v", err)
 	}
 	r := attachPipe(t, f, srv)
 	r.c.expect("?", "T05thread:1;")

@@ -360,3 +360,14 @@ func eachPage(read ReadFunc, cpu CPU, gva uint64, n int, fn func(gpa uint64, off
 	}
 	return nil
 }
+
+// Describe returns a one-line account of how gva translates under cpu, for
+// crash reports ("the walk of RIP"): the entries visited and the physical
+// address, or the entries up to the failure and the error.
+func Describe(read ReadFunc, cpu CPU, gva uint64) string {
+	gpa, w, err := Translate(read, cpu, gva)
+	if err != nil {
+		return fmt.Sprintf("gva %#x: %v: %v", gva, w, err)
+	}
+	return fmt.Sprintf("gva %#x -> gpa %#x: %v", gva, gpa, w)
+}

@@ -333,3 +333,14 @@ func FuzzTranslate(f *testing.F) {
 		_ = w.String()
 	})
 }
+
+func TestDescribe(t *testing.T) {
+	m := make(mem, 64<<10)
+	cpu := longTables(m, false)
+	if got := Describe(m.read, cpu, 0x7f00_0021_2345); !strings.HasPrefix(got, "gva 0x7f0000212345 -> gpa 0x212345: 4-level PML4E") || !strings.HasSuffix(got, "page=2MiB W") {
+		t.Errorf("Describe: %q", got)
+	}
+	if got := Describe(m.read, cpu, 0x7f00_0000_5000); !strings.Contains(got, "PTE[0x5]@0x4028=0x0") || !strings.Contains(got, "not present") {
+		t.Errorf("Describe not present: %q", got)
+	}
+}
