@@ -336,3 +336,97 @@ func TestUserModeGuest(t *testing.T) {
 		t.Fatalf("exit code (CPL) %d, want 3", res.Code)
 	}
 }
+
+func TestPauseResume(t *testing.T) {
+	cfg := smallConfig(memory.KindAnon)
+	cfg.CPUs = 2
+	// Each vCPU counts at CPL3 in its own slot (native speed).
+	m := newRawMachine(t, cfg, `
+		mov %rdi, %rbx
+		shl $3, %rbx
+		add $0x200000, %rbx       # this vCPU's counter
+		mov $0x7f000, %rax
+		shl $12, %rdi
+		sub %rdi, %rax            # per-vCPU user stack
+		push $0x23
+		push %rax
+		push $0x3002
+		push $0x1b
+		lea user(%rip), %rax
+		push %rax
+		iretq
+	user:
+		incq (%rbx)
+		jmp user`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan Result, 1)
+	go func() {
+		res, _ := m.Run(ctx)
+		done <- res
+	}()
+	counters := func() [2]uint64 {
+		b := make([]byte, 16)
+		if err := m.Memory().Read(0x200000, b); err != nil {
+			t.Fatal(err)
+		}
+		return [2]uint64{leU64(b), leU64(b[8:])}
+	}
+	waitGrow := func(from [2]uint64) [2]uint64 {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			c := counters()
+			if c[0] > from[0] && c[1] > from[1] {
+				return c
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("counters did not grow from %v:\n%s", from, m.DumpState())
+		return from
+	}
+	waitGrow([2]uint64{})
+	if err := m.Pause(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !m.Parked(0) || !m.Parked(1) {
+		t.Fatal("vCPUs not parked after Pause")
+	}
+	a := counters()
+	time.Sleep(50 * time.Millisecond)
+	if b := counters(); a != b {
+		t.Fatalf("counters moved while paused: %v -> %v", a, b)
+	}
+	// A paused vCPU's state can be read.
+	if d := m.DumpState(); !strings.Contains(d, "vcpu 1 state") || !strings.Contains(d, "dpl=3") {
+		t.Fatalf("dump while paused:\n%s", d)
+	}
+	// Resume only vCPU 1: vCPU 0 stays parked.
+	m.ResumeVCPUs([]int{1})
+	time.Sleep(50 * time.Millisecond)
+	if c := counters(); c[0] != a[0] || c[1] == a[1] {
+		t.Fatalf("after resuming vCPU 1 only: %v -> %v", a, c)
+	}
+	m.Resume()
+	waitGrow(counters())
+	// Stop while paused ends parked vCPUs too.
+	if err := m.Pause(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case res := <-done:
+		if res.Outcome != OutcomeStopped {
+			t.Fatalf("outcome %v", res.Outcome)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stop did not end parked vCPUs")
+	}
+}
+
+func leU64(b []byte) uint64 {
+	var v uint64
+	for i := 7; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}

@@ -52,6 +52,8 @@ type Machine struct {
 	// debug is the GDB stub's hook into the vCPU loop, nil without --gdb.
 	debug debugger
 
+	parking parking
+
 	// Stop reasons: the first one wins.
 	stopOnce sync.Once
 	result   Result
@@ -68,6 +70,7 @@ func New(cfg Config) (_ *Machine, err error) {
 	}
 	m := &Machine{cfg: cfg, log: cfg.Log, done: make(chan struct{}), stats: newExitStats(),
 		convLimit: newRateLimiter(10, time.Second)}
+	m.parking.init()
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -214,6 +217,7 @@ func (m *Machine) stop(r Result) {
 		for _, v := range m.vcpus {
 			v.requestStop()
 		}
+		m.wakeParked()
 	})
 }
 

@@ -28,7 +28,13 @@ type vcpu struct {
 	dumpReq chan chan string // answered by the vCPU thread
 	fence   atomic.Uint32    // a locked op: orders our immediate_exit store before request loads
 	alive   atomic.Bool      // the loop is running
+	started atomic.Bool      // the loop has begun (Run was called)
 	halted  atomic.Bool
+
+	// Parking (pause.go): hold and parked are guarded by Machine.parking.mu;
+	// holdFlag mirrors hold for a lock-free check on the exit path.
+	hold, parked bool
+	holdFlag     atomic.Bool
 
 	counters [64]*atomic.Uint64 // per exit reason
 	other    *atomic.Uint64
@@ -64,7 +70,7 @@ func (v *vcpu) requestStop() {
 // requestDump returns the vCPU's state. A running vCPU is kicked and answers
 // from its own thread; a vCPU whose loop has ended is read directly.
 func (v *vcpu) requestDump(wait time.Duration) string {
-	if !v.alive.Load() {
+	if !v.alive.Load() || v.m.Parked(v.id) {
 		return v.dump()
 	}
 	reply := make(chan string, 1)
@@ -101,6 +107,7 @@ func (v *vcpu) loop() {
 	runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
 	v.cpu.BindThread()
 	v.alive.Store(true)
+	v.started.Store(true)
 	defer func() {
 		v.alive.Store(false)
 		v.serveRequests()
@@ -116,6 +123,9 @@ func (v *vcpu) loop() {
 	}()
 	for {
 		v.serveRequests()
+		if v.held() {
+			v.park()
+		}
 		if v.stopReq.Load() {
 			v.completeIO()
 			return

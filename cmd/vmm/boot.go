@@ -123,6 +123,11 @@ Flags:
 	if _, err := m.LoadLinux(lc); err != nil {
 		return 1, err
 	}
+	stopGDB, err := mf.startGDB(ctx, m, stderr)
+	if err != nil {
+		return 1, err
+	}
+	defer stopGDB()
 	if stdio {
 		stop, err := attachConsole(ctx, m, stderr)
 		if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -28,6 +29,8 @@ type machineFlags struct {
 	stats        bool
 	logLevel     string
 	logFormat    string
+	gdb          string
+	gdbWait      bool
 }
 
 func (f *machineFlags) register(fs *flag.FlagSet, defaultMemory string) {
@@ -46,6 +49,8 @@ func (f *machineFlags) register(fs *flag.FlagSet, defaultMemory string) {
 	fs.DurationVar(&f.timeout, "timeout", 0, "stop the guest after this `duration` and dump vCPU state (0: none)")
 	fs.BoolVar(&f.traceExits, "trace-exits", false, "log every vCPU exit at trace level (implies --log-level trace)")
 	fs.BoolVar(&f.stats, "stats", false, "print exit counters, memory conversion counters and footprint on exit")
+	fs.StringVar(&f.gdb, "gdb", "", "serve the GDB remote protocol on `addr` (tcp:HOST:PORT or unix:PATH); vCPUs are threads")
+	fs.BoolVar(&f.gdbWait, "gdb-wait", false, "with --gdb: stop before the first guest instruction until gdb continues")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log `level`: error, warn, info, debug, trace")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 }
@@ -116,4 +121,21 @@ func printStats(w io.Writer, m *vmm.Machine) {
 		fmt.Fprintf(w, "guest RAM footprint: %d bytes in use of %d (resident %d, file blocks %d, hugetlb pages %d)\r\n",
 			u.InUse, u.Size, u.Resident, u.Allocated, u.HugePages)
 	}
+}
+
+// startGDB serves the GDB stub when --gdb was given. It must run after the
+// machine is loaded and before Run; with --gdb-wait, Run's vCPUs start parked.
+func (f *machineFlags) startGDB(ctx context.Context, m *vmm.Machine, stderr io.Writer) (func(), error) {
+	if f.gdb == "" {
+		if f.gdbWait {
+			return nil, usagef("--gdb-wait needs --gdb")
+		}
+		return func() {}, nil
+	}
+	stop, err := m.ServeGDB(ctx, f.gdb, f.gdbWait)
+	if err != nil {
+		return nil, fmt.Errorf("--gdb %s: %w", f.gdb, err)
+	}
+	fmt.Fprintf(stderr, "vmm: gdb stub listening on %s%s\r\n", f.gdb, map[bool]string{true: " (waiting for gdb to continue)", false: ""}[f.gdbWait])
+	return stop, nil
 }

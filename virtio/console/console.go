@@ -122,7 +122,7 @@ type Device struct {
 	rl    virtio.RateLimiter
 	ports []*port
 	in    chan chunk
-	quit  chan struct{} // closed by Close: readers stop handing over input
+	quit  chan struct{}  // closed by Close: readers stop handing over input
 	wg    sync.WaitGroup // writer goroutines
 
 	mu     sync.Mutex

@@ -229,8 +229,7 @@ func FuzzHeader(f *testing.F) {
 // BenchmarkTx measures frames/s through the transmit path (queue pop,
 // header validation, copy) into a discarding backend.
 func BenchmarkTx(b *testing.B) {
-	d, be, h := setup(b)
-	_ = be
+	_, _, h := setup(b)
 	act := h.Activation()
 	drv := h.Drivers[1]
 	hb, _ := drv.Alloc(vnet.HeaderSize)
@@ -239,7 +238,6 @@ func BenchmarkTx(b *testing.B) {
 	_ = h.Mem.Write(fb, frame(1500))
 	bufs := []virtiotest.Buf{{Addr: hb, Len: vnet.HeaderSize}, {Addr: fb, Len: 1500}}
 	d2, _ := vnet.New(discard{}, 0, nil, nil)
-	_ = d
 	b.SetBytes(1500)
 	b.ReportAllocs()
 	b.ResetTimer()
