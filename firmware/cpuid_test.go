@@ -9,10 +9,10 @@ func sampleCPUID() []CPUIDEntry {
 	return []CPUIDEntry{
 		{Function: 0, EAX: 0x1f, EBX: 0x756e6547, EDX: 0x49656e69, ECX: 0x6c65746e}, // GenuineIntel
 		{Function: 1, EAX: 0x906ea, EBX: 0x00100800, ECX: all &^ cpuid1Hypervisor, EDX: 0x178bfbff &^ cpuid1EDXHTT},
-		{Function: 4, Index: 0, Flags: 1, EAX: 0x121},  // L1 data
-		{Function: 4, Index: 1, Flags: 1, EAX: 0x143},  // L2 unified
-		{Function: 4, Index: 2, Flags: 1, EAX: 0x163},  // L3 unified
-		{Function: 4, Index: 3, Flags: 1, EAX: 0},      // no more
+		{Function: 4, Index: 0, Flags: 1, EAX: 0x121}, // L1 data
+		{Function: 4, Index: 1, Flags: 1, EAX: 0x143}, // L2 unified
+		{Function: 4, Index: 2, Flags: 1, EAX: 0x163}, // L3 unified
+		{Function: 4, Index: 3, Flags: 1, EAX: 0},     // no more
 		{Function: 7, Index: 0, Flags: 1, EBX: all, ECX: all, EDX: all},
 		{Function: 7, Index: 1, Flags: 1, EAX: all},
 		{Function: 0xB, Index: 0, Flags: 1},

@@ -46,10 +46,11 @@ type Config struct {
 
 	// NoPVH boots an ELF with a PVH note through the 64-bit boot protocol.
 	NoPVH bool
-	// Extract makes Load decompress a bzImage payload on the host
-	// (ExtractVmlinux) and boot the vmlinux inside, when that vmlinux has
-	// a PVH note (or NoPVH is false and... see ExtractVmlinux). Saves the
-	// guest its self-decompression, which is slow under emulation.
+	// Extract makes Load decompress a bzImage's payload on the host
+	// (ExtractVmlinux) and boot the vmlinux inside as an ELF (PVH when it has
+	// the note and NoPVH is false, else the 64-bit protocol on its entry).
+	// It saves the guest its self-decompression, which takes minutes when
+	// guest kernel mode is emulated.
 	Extract bool
 }
 

@@ -392,4 +392,6 @@ func TestHostKernel(t *testing.T) {
 }
 
 var _ Memory = (*fakeMem)(nil)
-var _ = memory.PageSize
+
+// *memory.Guest is the Memory the VMM passes in.
+var _ Memory = (*memory.Guest)(nil)

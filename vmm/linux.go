@@ -108,7 +108,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		bi, err = firmware.Load(m.mem, lc.Kernel, lc.Initrd, fc)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w (guest RAM is %s: --memory)", err, formatSize(m.cfg.Memory))
 	}
 	tables, err := m.writeBootTables(false)
 	if err != nil {

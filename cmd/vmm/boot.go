@@ -51,19 +51,12 @@ Flags:
 	if *kernel == "" {
 		return 2, usagef("--kernel is required")
 	}
-	kdata, err := readInput("kernel", *kernel)
-	if err != nil {
-		return 1, err
-	}
-	var idata []byte
-	if *initrd != "" {
-		if idata, err = readInput("initrd", *initrd); err != nil {
-			return 1, err
-		}
-	}
 	cfg, err := mf.config(stderr)
 	if err != nil {
 		return 2, err
+	}
+	if c := *console; c != "stdio" && c != "none" && !strings.HasPrefix(c, "file:") {
+		return 2, usagef("--console %q: want stdio, none or file:PATH", c)
 	}
 	switch *profile {
 	case "auto":
@@ -83,6 +76,16 @@ Flags:
 		mode = vmm.ExtractAuto
 	default:
 		return 2, usagef("--extract %q: want auto, on or off", *extract)
+	}
+	kdata, err := readInput("kernel", *kernel)
+	if err != nil {
+		return 1, err
+	}
+	var idata []byte
+	if *initrd != "" {
+		if idata, err = readInput("initrd", *initrd); err != nil {
+			return 1, err
+		}
 	}
 	var out io.Writer = stdout
 	var logFile io.WriteCloser

@@ -88,6 +88,9 @@ func (f *machineFlags) config(stderr io.Writer) (vmm.Config, error) {
 	}
 	cfg.Timeout = f.timeout
 	cfg.TraceExits = f.traceExits
+	if f.gdbWait && f.gdb == "" {
+		return cfg, usagef("--gdb-wait needs --gdb")
+	}
 	level := f.logLevel
 	if f.traceExits {
 		level = "trace"
@@ -127,9 +130,6 @@ func printStats(w io.Writer, m *vmm.Machine) {
 // machine is loaded and before Run; with --gdb-wait, Run's vCPUs start parked.
 func (f *machineFlags) startGDB(ctx context.Context, m *vmm.Machine, stderr io.Writer) (func(), error) {
 	if f.gdb == "" {
-		if f.gdbWait {
-			return nil, usagef("--gdb-wait needs --gdb")
-		}
 		return func() {}, nil
 	}
 	stop, err := m.ServeGDB(ctx, f.gdb, f.gdbWait)

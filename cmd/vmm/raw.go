@@ -51,13 +51,13 @@ Flags:
 			return 2, usagef("--entry %q: not a number", *entry)
 		}
 	}
-	data, err := os.ReadFile(*image)
-	if err != nil {
-		return 1, fmt.Errorf("read image: %w", err)
-	}
 	cfg, err := mf.config(stderr)
 	if err != nil {
 		return 2, err
+	}
+	data, err := os.ReadFile(*image)
+	if err != nil {
+		return 1, fmt.Errorf("read image: %w", err)
 	}
 	cfg.Console = stdout
 	m, err := vmm.New(cfg)

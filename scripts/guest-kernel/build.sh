@@ -237,6 +237,7 @@ build() {
 	fi
 	{
 		echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) in $(($(date +%s) - t0))s with -j$JOBS"
+		echo "cpu time of this script's children (user sys): $(times | tail -n1)"
 		ls -l "$tmp/out"
 	} >>"$log"
 
