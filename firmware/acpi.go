@@ -30,6 +30,11 @@ type ACPIConfig struct {
 	// ECAM adds an MCFG entry for the ECAM window (bus 0 only) and reserves
 	// it as a motherboard resource (PNP0C02) so Linux trusts it.
 	ECAM bool
+	// PVPanicPort, when non-zero, adds QEMU's pvpanic device (_HID
+	// "QEMU0001", one I/O port): Linux's pvpanic driver writes the panic
+	// event there before panic=-1 reboots, so the VMM can tell a panic from
+	// a reboot.
+	PVPanicPort uint16
 	// I8042 sets the FADT IA-PC boot flag "8042 present".
 	I8042 bool
 	// NoPIC clears the MADT PCAT_COMPAT flag (no 8259 pair, e.g. split irqchip).
@@ -280,6 +285,11 @@ func buildDSDT(c *ACPIConfig) []byte {
 			AMLName("_HID", AMLEisaID("PNP0501")),
 			AMLName("_UID", AMLInt(uint64(i+1))),
 			AMLName("_CRS", ResourceTemplate(ResIO(s.Port, 8), ResIRQ(s.IRQ)))))
+	}
+	if c.PVPanicPort != 0 {
+		devs = append(devs, AMLDevice("PEVT",
+			AMLName("_HID", AMLString("QEMU0001")),
+			AMLName("_CRS", ResourceTemplate(ResIO(c.PVPanicPort, 1)))))
 	}
 	if c.PCI {
 		devs = append(devs, AMLDevice("PCI0",

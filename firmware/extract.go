@@ -40,8 +40,8 @@ var codecs = []struct {
 // ExtractVmlinux decompresses the vmlinux inside a bzImage on the host, using
 // the header's payload_offset/payload_length (boot protocol 2.08+). It returns
 // the ELF image and the codec name. The payload ends with the 4-byte
-// little-endian uncompressed size the kernel build appends (scripts/Makefile.lib
-// size_append); the output must have exactly that size.
+// little-endian uncompressed size (scripts/Makefile.lib size_append, or the
+// gzip ISIZE field for gzip); the output must have exactly that size.
 func ExtractVmlinux(bzImage []byte) ([]byte, string, error) {
 	bz, err := ParseBzImage(bzImage)
 	if err != nil {
@@ -80,7 +80,15 @@ func DecompressPayload(payload []byte) ([]byte, string, error) {
 		if !bytes.HasPrefix(data, c.magic) {
 			continue
 		}
-		out, err := c.decode(data, int(want))
+		in := data
+		if c.name == "gzip" {
+			// The kernel build appends no size to gzip (cmd_gzip has no
+			// size_append): the last 4 bytes are the member's own ISIZE.
+			// Either way they hold the size; the reader stops after one
+			// member and ignores an appended copy.
+			in = payload
+		}
+		out, err := c.decode(in, int(want))
 		if err != nil {
 			return nil, c.name, fmt.Errorf("payload (%s): %w", c.name, err)
 		}

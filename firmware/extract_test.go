@@ -97,6 +97,12 @@ func TestDecompressPayloadErrors(t *testing.T) {
 			}
 		})
 	}
+	// gzip as the kernel build makes it: no appended size, the ISIZE
+	// field is the trailer.
+	v0 := testVmlinux()
+	if out, codec, err := DecompressPayload(gzipBytes(v0)); err != nil || codec != "gzip" || !bytes.Equal(out, v0) {
+		t.Fatalf("gzip without size_append: %q %v", codec, err)
+	}
 	// An uncompressed payload (CONFIG_KERNEL_UNCOMPRESSED) passes through.
 	v := testVmlinux()
 	if out, codec, err := DecompressPayload(v); err != nil || codec != "none" || !bytes.Equal(out, v) {

@@ -358,36 +358,77 @@ func TestVirtualEntry(t *testing.T) {
 	}
 }
 
-// TestHostKernel parses a distribution kernel when the machine has one.
-func TestHostKernel(t *testing.T) {
+// TestRealKernels parses and extracts real kernels when the machine has
+// some: /boot/vmlinuz-*, the project's kernel cache (<user cache>/vmm/
+// kernel-*/bzImage, scripts/guest-kernel), and $VMM_TEST_BZIMAGES
+// (colon-separated). When a vmlinux sits next to the bzImage, the extracted
+// ELF's PT_LOAD contents and PVH entry must match it byte for byte.
+func TestRealKernels(t *testing.T) {
 	files, _ := filepath.Glob("/boot/vmlinuz-*")
+	if dir, err := os.UserCacheDir(); err == nil {
+		c, _ := filepath.Glob(filepath.Join(dir, "vmm", "kernel-*", "bzImage"))
+		files = append(files, c...)
+	}
+	if env := os.Getenv("VMM_TEST_BZIMAGES"); env != "" {
+		files = append(files, strings.Split(env, ":")...)
+	}
 	if len(files) == 0 {
-		t.Skip("no /boot/vmlinuz-* on this machine")
+		t.Skip("no real kernel on this machine (/boot/vmlinuz-*, the vmm kernel cache, $VMM_TEST_BZIMAGES)")
 	}
 	for _, f := range files {
-		img, err := os.ReadFile(f)
-		if err != nil {
-			t.Skipf("cannot read %s: %v", f, err)
-		}
-		bz, err := ParseBzImage(img)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if bz.Header.XLoadflags&XLFKernel64 == 0 || bz.Header.PayloadLength == 0 {
-			t.Errorf("%s: header %+v", f, bz.Header)
-		}
-		if testing.Short() {
-			continue
-		}
-		vml, codec, err := ExtractVmlinux(img)
-		if err != nil {
-			t.Fatalf("%s: extract: %v", f, err)
-		}
-		e, err := ParseELF(vml)
-		if err != nil {
-			t.Fatalf("%s (%s): %v", f, codec, err)
-		}
-		t.Logf("%s: protocol %#x, %s payload, vmlinux %d bytes, PVH %v", f, bz.Header.Version, codec, len(vml), e.HasPVH)
+		t.Run(filepath.Base(filepath.Dir(f))+"/"+filepath.Base(f), func(t *testing.T) {
+			img, err := os.ReadFile(f)
+			if err != nil {
+				t.Skipf("cannot read: %v", err)
+			}
+			bz, err := ParseBzImage(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := bz.Header
+			if h.XLoadflags&XLFKernel64 == 0 || h.PayloadLength == 0 || h.CmdlineSize == 0 {
+				t.Errorf("header %+v", h)
+			}
+			if testing.Short() {
+				return
+			}
+			vml, codec, err := ExtractVmlinux(img)
+			if err != nil {
+				t.Fatalf("extract: %v", err)
+			}
+			e, err := ParseELF(vml)
+			if err != nil {
+				t.Fatalf("%s payload: %v", codec, err)
+			}
+			t.Logf("protocol %#x, relocatable %v, init_size %#x, %s payload -> %d bytes, PVH %v",
+				h.Version, h.Relocatable, h.InitSize, codec, len(vml), e.HasPVH)
+			const ram = 512 << 20
+			m := mustE820(t, ram)
+			if _, err := Load(newSparseMem(ram), img, []byte("initrd"), Config{E820: m, Cmdline: "console=ttyS0"}); err != nil {
+				t.Errorf("Load bzImage: %v", err)
+			}
+			if _, err := Load(newSparseMem(ram), img, []byte("initrd"), Config{E820: m, Extract: true}); err != nil {
+				t.Errorf("Load extracted: %v", err)
+			}
+			ref, err := os.ReadFile(filepath.Join(filepath.Dir(f), "vmlinux"))
+			if err != nil {
+				return
+			}
+			re, err := ParseELF(ref)
+			if err != nil {
+				t.Fatalf("reference vmlinux: %v", err)
+			}
+			if re.PVHEntry != e.PVHEntry || len(re.Segments) != len(e.Segments) {
+				t.Fatalf("PVH entry %#x vs %#x, %d vs %d segments", e.PVHEntry, re.PVHEntry, len(e.Segments), len(re.Segments))
+			}
+			for i, s := range e.Segments {
+				rs := re.Segments[i]
+				if s.PAddr != rs.PAddr || s.MemSize != rs.MemSize ||
+					!bytes.Equal(vml[s.Offset:s.Offset+s.FileSize], ref[rs.Offset:rs.Offset+rs.FileSize]) {
+					t.Errorf("segment %d differs from the reference vmlinux", i)
+				}
+			}
+		})
 	}
 }
 

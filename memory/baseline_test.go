@@ -1,63 +1,21 @@
 package memory
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
-// discardBaseline is what QEMU and cloud-hypervisor do today (kvm-memory-api.md
-// §8): two backings per RAM range, a shared one (memfd or hugetlb) and a
-// private guest_memfd, and on each conversion the side no longer in use is
-// discarded with fallocate(PUNCH_HOLE|KEEP_SIZE) — except a hugetlb shared
-// side, which QEMU never discards ("pre-allocated ... doesn't need to be
-// discarded"). After a conversion the guest uses the pages it converted, so
-// they are touched on their new side. Test-only: it exists to be measured
-// against Guest.Convert.
-type discardBaseline struct {
-	shared, private Backend
-	punchShared     bool
-	state           []bool // true = private
-	punches         int
-}
-
-func (d *discardBaseline) convert(first, n uint64, private bool) error {
-	off, l := int64(first*PageSize), int64(n*PageSize)
-	var discard, use Backend
-	if private {
-		discard, use = d.shared, d.private
-	} else {
-		discard, use = d.private, d.shared
-	}
-	if discard != d.shared || d.punchShared {
-		if err := unix.Fallocate(discard.FD(), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, l); err != nil {
-			return os.NewSyscallError("fallocate(PUNCH_HOLE)", err)
-		}
-		d.punches++
-	}
-	mem := use.Bytes()
-	for p := first; p < first+n; p++ {
-		mem[p*PageSize] = 1 // the guest uses the page it converted
-		d.state[p] = private
-	}
-	return nil
-}
-
-func (d *discardBaseline) inUse(t *testing.T) uint64 {
-	us, err := d.shared.Usage()
+// baselineInUse is the host memory both sides of a DiscardBaseline hold.
+func baselineInUse(t *testing.T, d *DiscardBaseline) uint64 {
+	u, err := d.Usage()
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, err := d.private.Usage()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return us.InUse + up.InUse
+	return u.InUse
 }
 
 // convSeq is one conversion of a measured sequence.
@@ -169,26 +127,29 @@ func TestFootprintBaselineVsInPlace(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer pb.Close()
-			d := &discardBaseline{shared: sb, private: pb, punchShared: shared != KindHugetlb, state: make([]bool, pages)}
+			d, err := NewDiscardBaseline(sb, pb)
+			if err != nil {
+				t.Fatal(err)
+			}
 			for p := uint64(0); p < pages; p++ { // all shared, all touched
 				sb.Bytes()[p*PageSize] = byte(p) | 1
 			}
 			start := time.Now()
 			seq.steps(pages, func(first, n uint64, private bool) {
-				if err := d.convert(first, n, private); err != nil {
+				// The guest uses the pages it converted, on their new side.
+				if err := d.Convert(first, n, private); err != nil {
+					t.Fatal(err)
+				}
+				if err := d.Touch(first, n, 1); err != nil {
 					t.Fatal(err)
 				}
 			})
 			dur := time.Since(start)
 			kept := true
 			for p := uint64(0); p < pages; p++ {
-				side := sb
-				if d.state[p] {
-					side = pb
-				}
-				kept = kept && side.Bytes()[p*PageSize] == byte(p)|1
+				kept = kept && d.Read(p) == byte(p)|1
 			}
-			return float64(d.inUse(t)) / size, dur, kept, fmt.Sprintf("%d fallocate(PUNCH_HOLE)", d.punches)
+			return float64(baselineInUse(t, d)) / size, dur, kept, fmt.Sprintf("%d fallocate(PUNCH_HOLE)", d.Punches())
 		}}
 	}
 	setups := []setup{inPlace(KindMemfd), inPlace(KindHugetlb), inPlace(KindGuestMemfd), baseline(KindMemfd), baseline(KindHugetlb)}
@@ -221,13 +182,79 @@ func BenchmarkBaselineDiscard4K(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer pb.Close()
-	d := &discardBaseline{shared: sb, private: pb, punchShared: true, state: make([]bool, size/PageSize)}
+	d, err := NewDiscardBaseline(sb, pb)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		p := uint64(i) % (size / PageSize)
-		if err := d.convert(p, 1, i/(size/PageSize)%2 == 0); err != nil {
+		if err := d.Convert(p, 1, i/(size/PageSize)%2 == 0); err != nil {
+			b.Fatal(err)
+		}
+		if err := d.Touch(p, 1, 1); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pages/s")
+}
+
+// TestDiscardBaselineModel checks the baseline model itself with two memfd
+// sides (no KVM needed): a conversion punches exactly the side left behind,
+// content does not survive, and bad ranges are refused.
+func TestDiscardBaselineModel(t *testing.T) {
+	const size = 1 * mib
+	newSide := func() Backend {
+		b, err := NewBackend(KindMemfd, size, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	sb, pb := newSide(), newSide()
+	if _, err := NewDiscardBaseline(sb, newBackendOfSize(t, 2*mib)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("size mismatch: %v", err)
+	}
+	d, err := NewDiscardBaseline(sb, pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Touch(0, d.Pages(), 7); err != nil { // all shared, all touched
+		t.Fatal(err)
+	}
+	u0, _ := d.Usage()
+	if u0.InUse != size {
+		t.Fatalf("after touching every shared page: %+v", u0)
+	}
+	if err := d.Convert(4, 4, true); err != nil {
+		t.Fatal(err)
+	}
+	u1, _ := d.Usage()
+	if u1.InUse != size-4*PageSize || !d.IsPrivate(4) || d.IsPrivate(8) || d.Punches() != 1 {
+		t.Fatalf("after 4 pages to private: usage %+v, private(4)=%v private(8)=%v punches %d", u1, d.IsPrivate(4), d.IsPrivate(8), d.Punches())
+	}
+	if d.Read(4) == 7 {
+		t.Fatal("content survived a discard conversion")
+	}
+	if err := d.Touch(4, 4, 9); err != nil {
+		t.Fatal(err)
+	}
+	if u2, _ := d.Usage(); u2.InUse != size || d.Read(4) != 9 || sb.Bytes()[4*PageSize] != 0 {
+		t.Fatalf("after the guest used the private pages: %+v, read %d", u2, d.Read(4))
+	}
+	for _, c := range [][2]uint64{{0, 0}, {d.Pages(), 1}, {d.Pages() - 1, 2}, {1, ^uint64(0)}} {
+		if err := d.Convert(c[0], c[1], true); !errors.Is(err, ErrOutOfRange) {
+			t.Errorf("Convert(%d, %d): %v, want ErrOutOfRange", c[0], c[1], err)
+		}
+	}
+}
+
+func newBackendOfSize(t *testing.T, size uint64) Backend {
+	b, err := NewBackend(KindMemfd, size, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
 }

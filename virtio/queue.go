@@ -140,6 +140,9 @@ func NewQueue(mem GuestMemory, cfg QueueConfig, features uint64) (*Queue, error)
 		return nil, err
 	}
 	am, _ := mem.(AtomicMemory)
+	if hm, ok := mem.(HostMapper); ok && am == nil {
+		am = mappedAtomics{hm}
+	}
 	return &Queue{
 		mem:      mem,
 		am:       am,
@@ -353,6 +356,9 @@ func (q *Queue) walk(c *Chain) (uint16, error) {
 // lets a device fail a request touching a private page before it has read or
 // written anything else (memory-conversion.md "Isolation").
 func (q *Queue) probe(gpa memory.GPA, n uint32) error {
+	if sc, ok := q.mem.(sharedChecker); ok {
+		return sc.CheckShared(gpa, uint64(n))
+	}
 	b := q.s[:1]
 	var private error
 	end := uint64(gpa) + uint64(n)
@@ -369,6 +375,12 @@ func (q *Queue) probe(gpa memory.GPA, n uint32) error {
 		}
 	}
 	return private
+}
+
+// sharedChecker is implemented by *memory.Guest: one call checks a whole
+// buffer's range and page state.
+type sharedChecker interface {
+	CheckShared(gpa memory.GPA, n uint64) error
 }
 
 // PushUsed completes the chain at head having written n bytes into its

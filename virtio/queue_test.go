@@ -388,12 +388,23 @@ func TestNeedEventWrap(t *testing.T) {
 // synchronised (the 32-bit atomics) and that no element is lost, duplicated
 // or read before it is published.
 func TestConcurrentRing(t *testing.T) {
+	t.Run("AtomicMemory", func(t *testing.T) { concurrentRing(t, false) })
+	t.Run("HostMapper", func(t *testing.T) { concurrentRing(t, true) })
+}
+
+func concurrentRing(t *testing.T, mapper bool) {
 	const size = 16
 	n := 20000
 	if testing.Short() {
 		n = 2000
 	}
 	mem, drv, q := setup(t, size, allFeatures)
+	if mapper {
+		var err error
+		if q, err = virtio.NewQueue(mapperMem{mem}, drv.Cfg, allFeatures); err != nil {
+			t.Fatal(err)
+		}
+	}
 	done := make(chan error, 1)
 	stop := make(chan struct{})
 	go func() { // device
@@ -505,6 +516,71 @@ func TestIndexAtomicsFallback(t *testing.T) {
 }
 
 type plainMem struct{ m *virtiotest.Memory }
+
+// mapperMem offers the *memory.Guest method set (no AtomicMemory).
+type mapperMem struct{ m *virtiotest.Memory }
+
+func (p mapperMem) DeviceRead(g memory.GPA, b []byte) error  { return p.m.DeviceRead(g, b) }
+func (p mapperMem) DeviceWrite(g memory.GPA, b []byte) error { return p.m.DeviceWrite(g, b) }
+func (p mapperMem) CheckShared(g memory.GPA, n uint64) error { return p.m.CheckShared(g, n) }
+func (p mapperMem) Slice(g memory.GPA, n uint64) ([]byte, error) {
+	return p.m.Slice(g, n)
+}
+
+// TestPrivateProbePaths checks the page-state probe through each memory
+// flavour: CheckShared, and one-byte DeviceReads per page.
+func TestPrivateProbePaths(t *testing.T) {
+	for name, wrap := range map[string]func(*virtiotest.Memory) virtio.GuestMemory{
+		"checkshared": func(m *virtiotest.Memory) virtio.GuestMemory { return mapperMem{m} },
+		"bytewise":    func(m *virtiotest.Memory) virtio.GuestMemory { return plainMem{m} },
+	} {
+		mem := virtiotest.NewMemory(1 << 20)
+		drv, err := virtiotest.NewDriver(mem, 0x1000, 8, 64<<10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := virtio.NewQueue(wrap(mem), drv.Cfg, allFeatures)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem.SetPrivate(0x82000, 4096, true)
+		var c virtio.Chain
+		for _, tc := range []struct {
+			addr memory.GPA
+			n    uint32
+			want error
+		}{
+			{0x80000, 0x1000, nil},
+			{0x81f00, 0x200, memory.ErrPrivate},  // straddles into the private page
+			{0x80000, 0x5000, memory.ErrPrivate}, // covers it
+			{0x83000, 0x1000, nil},
+			{0xff000, 0x2000, virtio.ErrChainRange}, // runs off the end of RAM
+		} {
+			if _, _, err := drv.Post(virtiotest.Buf{Addr: tc.addr, Len: tc.n, Write: true}); err != nil {
+				t.Fatal(err)
+			}
+			ok, err := q.Pop(&c)
+			if !ok {
+				t.Fatalf("%s: nothing popped", name)
+			}
+			got := err
+			if got == nil {
+				got = c.Err
+			}
+			if tc.want == nil && got != nil || tc.want != nil && !errors.Is(got, tc.want) {
+				t.Errorf("%s: %v+%#x: %v, want %v", name, tc.addr, tc.n, got, tc.want)
+			}
+			if err == nil {
+				_ = q.PushUsed(c.Head, 0)
+			}
+			for {
+				if _, ok := drv.Used(); !ok {
+					break
+				}
+			}
+		}
+	}
+}
 
 func (p plainMem) DeviceRead(g memory.GPA, b []byte) error  { return p.m.DeviceRead(g, b) }
 func (p plainMem) DeviceWrite(g memory.GPA, b []byte) error { return p.m.DeviceWrite(g, b) }

@@ -66,6 +66,9 @@ func (v *vcpu) handleInternalError() bool {
 		return false
 	}
 	if ie.Suberror == kvm.InternalErrorEmulation && len(ie.InsnBytes) > 0 && ie.InsnBytes[0] == 0xcc {
+		if v.m.debug != nil && v.m.debug.onInt3(v) {
+			return true // a GDB software breakpoint: v parks there
+		}
 		if err := v.injectBreakpoint(); err == nil {
 			v.m.stats.counter("int3-injected").Add(1)
 			return true

@@ -75,8 +75,9 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		NCPUs: m.cfg.CPUs, LAPICAddr: LayoutLAPIC, IOAPICAddr: LayoutIOAPIC,
 		PM1aEvtPort: PortACPIPMEvt, PM1aCntPort: PortACPIPMCnt, SCIIRQ: IRQSCI,
 		ResetPort: PortResetCtl, ResetValue: firmware.DefaultResetValue,
-		Serial: []firmware.SerialPort{{Port: PortCOM1, IRQ: IRQCOM1}},
-		I8042:  true,
+		Serial:      []firmware.SerialPort{{Port: PortCOM1, IRQ: IRQCOM1}},
+		I8042:       true,
+		PVPanicPort: PortPVPanic,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ACPI tables: %w", err)

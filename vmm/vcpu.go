@@ -263,4 +263,7 @@ func (v *vcpu) handleExit() bool {
 type debugger interface {
 	// onDebugExit handles KVM_EXIT_DEBUG on v; false ends the vCPU.
 	onDebugExit(v *vcpu) bool
+	// onInt3 is offered an int3 KVM could not emulate (RIP on the 0xcc);
+	// true means it was the debugger's breakpoint and v stops there.
+	onInt3(v *vcpu) bool
 }

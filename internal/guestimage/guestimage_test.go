@@ -315,6 +315,18 @@ func TestKernelPartialEntryIsNotAHit(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "vmlinux")); err != nil {
 		t.Errorf("failed build damaged the existing partial entry: %v", err)
 	}
+	// With its tools present build.sh gets as far as the build lock, where
+	// it removes temporary trees left by killed runs.
+	if !strings.Contains(log.String(), "missing build tools") {
+		if _, err := os.Stat(filepath.Dir(stale)); !os.IsNotExist(err) {
+			t.Errorf("stale temporary tree %s survived (stat: %v)", filepath.Dir(stale), err)
+		}
+		if strings.Contains(log.String(), "extracting") {
+			if m, _ := filepath.Glob(filepath.Join(cache, "src", ".extract.*")); len(m) > 0 {
+				t.Errorf("failed extraction left %v", m)
+			}
+		}
+	}
 	t.Logf("build.sh said:\n%s", log.String())
 }
 

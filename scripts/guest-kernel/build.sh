@@ -175,10 +175,10 @@ pristine_source() {
 		say "extracting $SOURCE_TARBALL"
 		mkdir -p "$CACHE_ROOT/src"
 		tmp=$(mktemp -d "$CACHE_ROOT/src/.extract.XXXXXX")
-		tar -xf "$SOURCE_TARBALL" -C "$tmp"
+		tar -xf "$SOURCE_TARBALL" -C "$tmp" || { rm -rf "$tmp"; die "cannot extract $SOURCE_TARBALL"; }
 		local top
 		top=$(find "$tmp" -mindepth 1 -maxdepth 1 -type d | head -n1)
-		[[ -n $top && -f $top/Makefile ]] || die "unexpected layout in $SOURCE_TARBALL"
+		[[ -n $top && -f $top/Makefile ]] || { rm -rf "$tmp"; die "unexpected layout in $SOURCE_TARBALL"; }
 		rm -rf "$dir"
 		mv "$top" "$dir"
 		rm -rf "$tmp"
@@ -237,7 +237,10 @@ build() {
 	fi
 	{
 		echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) in $(($(date +%s) - t0))s with -j$JOBS"
-		echo "cpu time of this script's children (user sys): $(times | tail -n1)"
+		# `times` must run in this shell (not a pipeline or $(...) subshell)
+		# to see the children's CPU time.
+		times >"$tmp/times"
+		echo "cpu time of all child processes so far (user sys): $(tail -n1 "$tmp/times")"
 		ls -l "$tmp/out"
 	} >>"$log"
 

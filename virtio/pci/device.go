@@ -56,6 +56,9 @@ const (
 	capISR    = 0x64 // 16 bytes
 	capDevice = 0x74 // 16 bytes
 	capMSIX   = 0x84 // 12 bytes
+	capPCICfg = 0x90 // 20 bytes: VIRTIO_PCI_CAP_PCI_CFG window (§4.1.4.9)
+
+	cfgTypePCICfg = 5
 )
 
 // PCI command register bits.
@@ -113,6 +116,10 @@ type Device struct {
 	barAddr uint64 // as programmed (may be a sizing pattern)
 	mapped  uint64 // address the VMM routes
 	msixCtl uint16
+	// VIRTIO_PCI_CAP_PCI_CFG window: bar, offset, length (§4.1.4.9)
+	winBar  uint8
+	winOff  uint32
+	winLen  uint32
 	table   []msixEntry
 	pending []uint64
 
@@ -247,6 +254,9 @@ func (d *Device) classCode() uint32 {
 }
 
 func (d *Device) readConfig(reg uint16) uint32 {
+	if reg == capPCICfg+16 {
+		return d.windowAccess(0, false)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	devID := uint32(DeviceIDBase + uint16(d.dev.Type()))
@@ -304,13 +314,41 @@ func (d *Device) readConfig(reg uint16) uint32 {
 	case capDevice + 12:
 		return lenDevCfg
 	case capMSIX:
-		return uint32(d.msixCtl|uint16(d.nvec-1))<<16 | capIDMSIX
+		return uint32(d.msixCtl|uint16(d.nvec-1))<<16 | capPCICfg<<8 | capIDMSIX
 	case capMSIX + 4:
 		return offMSIXTable // BIR 0
 	case capMSIX + 8:
 		return offMSIXPBA // BIR 0
+	case capPCICfg:
+		return capHeader(0, 20, cfgTypePCICfg)
+	case capPCICfg + 4:
+		return uint32(d.winBar)
+	case capPCICfg + 8:
+		return d.winOff
+	case capPCICfg + 12:
+		return d.winLen
 	}
 	return 0
+}
+
+// windowAccess reads or writes pci_cfg_data: cap.length (1, 2 or 4) bytes
+// at cap.offset of BAR cap.bar (§4.1.4.9.1; other lengths or BARs: no
+// access, reads zero).
+func (d *Device) windowAccess(val uint32, write bool) uint32 {
+	d.mu.Lock()
+	bar, off, n := d.winBar, d.winOff, d.winLen
+	d.mu.Unlock()
+	if bar != 0 || (n != 1 && n != 2 && n != 4) || uint64(off)+uint64(n) > barSize {
+		return 0
+	}
+	var b [4]byte
+	if write {
+		binary.LittleEndian.PutUint32(b[:], val)
+		d.barWrite(uint64(off), b[:n])
+		return 0
+	}
+	d.barRead(uint64(off), b[:n])
+	return binary.LittleEndian.Uint32(b[:])
 }
 
 // capHeader builds the first dword of a virtio vendor capability:
@@ -320,6 +358,10 @@ func capHeader(next, length, cfgType uint32) uint32 {
 }
 
 func (d *Device) writeConfig(reg uint16, val, mask uint32) {
+	if reg == capPCICfg+16 {
+		d.windowAccess(val, true)
+		return
+	}
 	d.mu.Lock()
 	var moved *[2]Region
 	switch reg {
@@ -342,6 +384,14 @@ func (d *Device) writeConfig(reg uint16, val, mask uint32) {
 		if mask&0xff != 0 {
 			d.intLine = uint8(val)
 		}
+	case capPCICfg + 4:
+		if mask&0xff != 0 {
+			d.winBar = uint8(val)
+		}
+	case capPCICfg + 8:
+		d.winOff = d.winOff&^mask | val&mask
+	case capPCICfg + 12:
+		d.winLen = d.winLen&^mask | val&mask
 	case capMSIX:
 		ctl := uint16((uint32(d.msixCtl)<<16&^mask | val&mask) >> 16)
 		d.msixCtl = ctl & msixCtrlMask

@@ -7,7 +7,8 @@
 // Each function has one 64-bit memory BAR holding the virtio structures the
 // capabilities point at (common configuration, notifications with
 // notify_off_multiplier 4 so each queue has its own doorbell address, ISR,
-// device-specific configuration) and the MSI-X table and PBA. BARs are
+// device-specific configuration; VIRTIO_PCI_CAP_PCI_CFG, §4.1.4.9, reaches
+// them through config space too) and the MSI-X table and PBA. BARs are
 // assigned from a window the VMM passes; the guest's sizing protocol works,
 // and when the guest moves a BAR a callback lets the VMM re-register it.
 //

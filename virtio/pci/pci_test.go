@@ -219,6 +219,10 @@ func TestCapabilityWalk(t *testing.T) {
 		case 0x09:
 			typ := e.cfgRead(s, uint64(p)+3, 1)
 			c := vcap{e.cfgRead(s, uint64(p)+4, 1), e.cfgRead(s, uint64(p)+8, 4), e.cfgRead(s, uint64(p)+12, 4), 0}
+			if typ == 5 {
+				found[typ] = c
+				continue
+			}
 			if typ == 2 {
 				if l := e.cfgRead(s, uint64(p)+2, 1); l != 20 {
 					t.Errorf("notify cap length %d", l)
@@ -253,6 +257,22 @@ func TestCapabilityWalk(t *testing.T) {
 	}
 	if !msix {
 		t.Error("no MSI-X capability")
+	}
+	if _, ok := found[5]; !ok {
+		t.Error("no VIRTIO_PCI_CAP_PCI_CFG capability")
+	}
+	// The PCI_CFG window reaches the common config: num_queues (offset 18).
+	e.cfgWrite(s, 0x90+4, 1, 0)
+	e.cfgWrite(s, 0x90+8, 4, 18)
+	e.cfgWrite(s, 0x90+12, 4, 2)
+	if v := e.cfgRead(s, 0x90+16, 4); v != 2 {
+		t.Errorf("num_queues through the PCI_CFG window: %d", v)
+	}
+	e.cfgWrite(s, 0x90+8, 4, 0x200) // device config
+	e.cfgWrite(s, 0x90+12, 4, 4)
+	e.cfgWrite(s, 0x90+16, 4, 0x12345678)
+	if e.bar(0x200, 4) != 0x12345678 {
+		t.Error("write through the PCI_CFG window did not reach the BAR")
 	}
 	// NotifyAddr: each queue its own doorbell, matching multiplier × queue_notify_off.
 	base := e.dev.Region().Addr

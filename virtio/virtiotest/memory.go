@@ -135,3 +135,17 @@ func (m *Memory) store16(gpa memory.GPA, v uint16) {
 		}
 	}
 }
+
+// CheckShared reports whether a device may touch [gpa, gpa+n) (like
+// *memory.Guest.CheckShared).
+func (m *Memory) CheckShared(gpa memory.GPA, n uint64) error {
+	return m.check(gpa, int(n), true)
+}
+
+// Slice returns the backing bytes of [gpa, gpa+n) (like *memory.Guest.Slice).
+func (m *Memory) Slice(gpa memory.GPA, n uint64) ([]byte, error) {
+	if err := m.check(gpa, int(n), false); err != nil {
+		return nil, err
+	}
+	return m.buf[gpa : uint64(gpa)+n : uint64(gpa)+n], nil
+}
