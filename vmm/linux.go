@@ -233,7 +233,6 @@ func (m *Machine) attachPlatform(lc LinuxConfig) error {
 // control register at 0xcf9 (a byte access), which shares the range.
 type pciPorts struct {
 	reset BusDevice
-	addr  uint32
 }
 
 func (p *pciPorts) BusRead(vcpu int, off uint64, data []byte) {

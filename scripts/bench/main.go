@@ -247,7 +247,7 @@ func (b *bench) exitCost(ctx context.Context) error {
 					res, err := b.tinyRun(ctx, v, elfs[j], markers, 0)
 					if err == nil {
 						if _, seen := res.seen["end"]; !seen {
-							err = fmt.Errorf("%s: no end marker; exit %d; %s", v, res.exitCode, lastLines(string(res.stderr), 3))
+							err = fmt.Errorf("no end marker: %s", tinyFailure(res))
 						}
 					}
 					if err != nil {
@@ -295,6 +295,17 @@ func (b *bench) idleFootprint(ctx context.Context) error {
 	}
 	b.rows = append(b.rows, r)
 	return nil
+}
+
+// tinyFailure says why the benchmark guest did not finish, in the VMM's words.
+func tinyFailure(res runResult) string {
+	if l := lineWith(res.stdout, "err:"); l != "" {
+		return l
+	}
+	if res.timedOut {
+		return "timed out"
+	}
+	return fmt.Sprintf("exit status %d: %s", res.exitCode, lastLines(strings.TrimSpace(string(res.stderr)), 2))
 }
 
 var cmdlineRE = regexp.MustCompile(`cmdline="((?:[^"\\]|\\.)*)"`)

@@ -321,3 +321,22 @@ func TestKUnitRunProblems(t *testing.T) {
 		})
 	}
 }
+
+// TestRunKVMRule: no device → skip; a device that exists but is not KVM →
+// failure, never a skip.
+func TestRunKVMRule(t *testing.T) {
+	ft := &fakeT{name: "TestAbsent"}
+	call(ft, func(tb testing.TB) *Result { return Run(tb, Options{KVMPath: filepath.Join(t.TempDir(), "no-kvm")}) })
+	if !ft.skipped || ft.Failed() {
+		t.Errorf("absent device: skipped=%v failed=%v %s", ft.skipped, ft.Failed(), ft.errText())
+	}
+	bogus := filepath.Join(t.TempDir(), "kvm")
+	if err := os.WriteFile(bogus, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ft = &fakeT{name: "TestBroken"}
+	call(ft, func(tb testing.TB) *Result { return Run(tb, Options{KVMPath: bogus}) })
+	if ft.skipped || !ft.Failed() {
+		t.Errorf("broken device: skipped=%v failed=%v", ft.skipped, ft.Failed())
+	}
+}

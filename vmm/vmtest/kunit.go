@@ -33,7 +33,7 @@ type KUnitResult struct {
 	KTAP *ktap.Result
 }
 
-// Cmdline returns the kernel parameters that run KUnit with filter and
+// KUnitCmdline returns the kernel parameters that run KUnit with filter and
 // power the guest off afterwards (lib/kunit/executor.c).
 func KUnitCmdline(filter string) string {
 	s := "kunit.enable=1 kunit_shutdown=poweroff"

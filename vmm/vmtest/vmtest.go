@@ -276,9 +276,6 @@ func (o Options) withDefaults() Options {
 	if o.KVMPath == "" {
 		o.KVMPath = kvmtest.Path()
 	}
-	if o.boot == nil {
-		o.boot = bootVMM
-	}
 	return o
 }
 
@@ -292,8 +289,12 @@ func Boot(ctx context.Context, opts Options, onLine func(string)) (*Result, erro
 	// A backstop in case the VMM's own watchdog cannot stop the guest.
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout+time.Minute)
 	defer cancel()
+	run := o.boot
+	if run == nil {
+		run = bootVMM
+	}
 	start := time.Now()
-	vres, stats, err := o.boot(ctx, &o, sink)
+	vres, stats, err := run(ctx, &o, sink)
 	sink.flush()
 	r := &Result{
 		Outcome:  vres.Outcome,
@@ -315,7 +316,7 @@ func Boot(ctx context.Context, opts Options, onLine func(string)) (*Result, erro
 	return r, nil
 }
 
-// Artifact is one extra file to keep with a failed run.
+// artifact is one extra file to keep with a failed run.
 type artifact struct {
 	name string
 	data []byte

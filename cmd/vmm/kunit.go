@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/vmmgo/vmm/internal/guestimage"
+	"github.com/vmmgo/vmm/vmm"
+	"github.com/vmmgo/vmm/vmm/ktap"
+	"github.com/vmmgo/vmm/vmm/vmtest"
+)
+
+// runKUnit implements `vmm kunit`: boot a kernel with KUnit enabled, print
+// per-test results as kunit.py does, exit 0 when all passed and 1 when any
+// failed (other codes as for `vmm boot`).
+func runKUnit(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	fset := flag.NewFlagSet("kunit", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	kernel := fset.String("kernel", "", "kernel `file` with KUnit built in (default: the cached vmm guest kernel, built on first use)")
+	suite := fset.String("suite", "", "kunit.filter_glob: a `glob` over suite names, or suite.case (default: all built-in suites)")
+	timeout := fset.Duration("timeout", 10*time.Minute, "stop the guest after this `duration` and dump vCPU state")
+	asJSON := fset.Bool("json", false, "print the parsed results as JSON on stdout (progress goes to stderr)")
+	cpus := fset.Int("cpus", 1, "number of vCPUs")
+	mem := fset.String("memory", "256M", "guest RAM `size`")
+	extra := fset.String("cmdline", "", "extra kernel command line")
+	consoleLog := fset.String("console-log", "", "write the raw serial console to this `file`")
+	kvmPath := fset.String("kvm", "/dev/kvm", "KVM device `path`")
+	logLevel := fset.String("log-level", "warn", "log `level`: error, warn, info, debug, trace")
+	fset.Usage = func() {
+		io.WriteString(fset.Output(), `Usage: vmm kunit [--kernel FILE] [--suite GLOB] [--timeout D] [--json]
+
+Boots the kernel with kunit.enable=1 kunit_shutdown=poweroff (plus
+kunit.filter_glob=GLOB), parses the KTAP it prints on the serial console and
+reports each test like tools/testing/kunit/kunit.py.
+
+Exit codes: 0 all tests passed (or were skipped), 1 a test failed or
+crashed, no KTAP was found, or a VMM error; 2 usage error; 3 the guest
+rebooted; 4 it panicked; 5 the --timeout watchdog fired; 6 interrupted.
+
+Flags:
+`)
+		fset.PrintDefaults()
+	}
+	if err := parseFlags(fset, args); err != nil {
+		return 2, err
+	}
+	if *cpus < 1 || *cpus > vmm.MaxCPUs {
+		return 2, usagef("--cpus %d: must be between 1 and %d", *cpus, vmm.MaxCPUs)
+	}
+	size, err := parseSize(*mem)
+	if err != nil {
+		return 2, usagef("--memory: %v", err)
+	}
+	if *timeout <= 0 {
+		return 2, usagef("--timeout must be positive")
+	}
+	log, err := setupLogging(stderr, *logLevel, "text")
+	if err != nil {
+		return 2, err
+	}
+	progress := stdout
+	if *asJSON {
+		progress = stderr
+	}
+	stamp := func(format string, a ...any) {
+		fmt.Fprintf(progress, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+	}
+	if *kernel == "" {
+		stamp("Finding the cached guest kernel (building it if needed)...")
+		k, err := guestimage.Kernel(ctx, stderr)
+		if err != nil {
+			return 1, fmt.Errorf("default kernel: %w (or give --kernel)", err)
+		}
+		*kernel = k.VMLinux
+	}
+	opts := vmtest.KUnitOptions{
+		Options: vmtest.Options{Kernel: *kernel, Cmdline: *extra, CPUs: *cpus, Memory: size,
+			Timeout: *timeout, KVMPath: *kvmPath, Log: log},
+		Filter: *suite,
+	}
+	if *consoleLog != "" {
+		f, err := os.Create(*consoleLog)
+		if err != nil {
+			return 1, fmt.Errorf("--console-log: %w", err)
+		}
+		defer f.Close()
+		opts.Console = f
+	}
+	p := ktap.NewParser()
+	pr := &kunitPrinter{stamp: stamp}
+	p.OnStart = pr.start
+	p.OnResult = pr.result
+	filter := *suite
+	if filter == "" {
+		filter = "all suites"
+	}
+	stamp("Booting %s with KUnit (%s)...", *kernel, filter)
+	start := time.Now()
+	kr, err := vmtest.RunKUnit(ctx, opts, p, nil)
+	if err != nil {
+		return 1, err
+	}
+	elapsed := time.Since(start)
+	stamp("%s", strings.Repeat("=", 60))
+	res := kr.KTAP
+	switch {
+	case !res.Found:
+		stamp("No KTAP output found (is KUnit built in? did the kernel boot?)")
+	case res.Crash != "":
+		stamp("Kernel crashed during the tests: %s", res.Crash)
+	case !res.Complete:
+		stamp("KTAP output incomplete")
+	}
+	for _, e := range res.ExecutorErrors {
+		stamp("kunit executor: %s", e)
+	}
+	stamp("Testing complete. %s", res.Summary)
+	stamp("Elapsed time: %.1fs total (boot and tests in the guest)", elapsed.Seconds())
+	code := 0
+	if kr.Outcome != vmm.OutcomePowerOff {
+		reportResult(stderr, vmm.Result{Outcome: kr.Outcome, Detail: kr.Detail, Dump: kr.Dump})
+		code = kr.Outcome.ExitCode()
+		if code == 0 {
+			code = 1
+		}
+	} else if !res.Found || !res.Complete || !res.Status.OK() || len(res.Root.Subtests) == 0 {
+		code = 1
+	}
+	if *asJSON {
+		out := struct {
+			Kernel   string       `json:"kernel"`
+			Filter   string       `json:"filter,omitempty"`
+			Outcome  string       `json:"outcome"`
+			Detail   string       `json:"detail,omitempty"`
+			Seconds  float64      `json:"seconds"`
+			ExitCode int          `json:"exit_code"`
+			Results  *ktap.Result `json:"results"`
+		}{*kernel, *suite, kr.Outcome.String(), kr.Detail, elapsed.Seconds(), code, res}
+		b, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			return 1, fmt.Errorf("json: %w", err)
+		}
+		fmt.Fprintf(stdout, "%s\n", b)
+	}
+	return code, nil
+}
+
+// kunitPrinter prints results as kunit.py does, as they arrive.
+type kunitPrinter struct {
+	stamp func(format string, a ...any)
+}
+
+func divider(text string, width int) string {
+	pad := max(width-len(text)-2, 2)
+	return strings.Repeat("=", pad/2) + " " + text + " " + strings.Repeat("=", pad-pad/2)
+}
+
+func (k *kunitPrinter) start(path []string, t *ktap.Test) {
+	k.stamp("%s%s", strings.Repeat("  ", len(path)-1), divider(t.Name, 60-2*(len(path)-1)))
+}
+
+func (k *kunitPrinter) result(path []string, t *ktap.Test) {
+	if len(t.Subtests) > 0 || t.Plan >= 0 {
+		k.stamp("%s%s", strings.Repeat("  ", len(path)-1), divider(fmt.Sprintf("[%s] %s", t.Status, t.Name), 60-2*(len(path)-1)))
+		return
+	}
+	// Cases line up under their suite's divider, as in kunit.py.
+	indent := strings.Repeat("  ", max(len(path)-2, 0))
+	if !t.Status.OK() {
+		for _, l := range t.Log {
+			k.stamp("%s%s", indent, strings.TrimSpace(l))
+		}
+	}
+	line := fmt.Sprintf("%s[%s] %s", indent, t.Status, t.Name)
+	if t.Directive != "" {
+		line += " # " + t.Directive
+	}
+	k.stamp("%s", line)
+}
