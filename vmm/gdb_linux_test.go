@@ -41,8 +41,11 @@ func symbolAddr(t *testing.T, systemMap, name string) uint64 {
 // TestGDBLinuxStartKernel boots the project's kernel (uncompressed vmlinux
 // with DWARF, PVH entry, no KASLR) on two vCPUs held at their first
 // instruction, and has gdb with the vmlinux symbols stop it at
-// start_kernel with a hardware breakpoint, show the backtrace and RIP, and
-// kill it; the VMM then ends the machine as stopped by gdb.
+// start_kernel with a hardware breakpoint, show the backtrace, RIP and both
+// vCPUs, stop at setup_arch with a software breakpoint (an int3 the
+// emulator cannot execute on hosts that emulate kernel mode), step a line,
+// read kernel variables, and kill it; the VMM then ends the machine as
+// stopped by gdb.
 func TestGDBLinuxStartKernel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots Linux (kernel code is emulated here: tens of seconds); not run with -short")
@@ -103,6 +106,12 @@ func TestGDBLinuxStartKernel(t *testing.T) {
 		"bt",
 		"info registers rip",
 		"info threads",
+		"break setup_arch",
+		"continue",
+		"bt 2",
+		"next",
+		"x/s linux_banner",
+		"print boot_command_line",
 		"kill",
 	)
 	t.Logf("gdb session took %v (boot to start_kernel included)", time.Since(start).Round(time.Millisecond))
@@ -112,6 +121,11 @@ func TestGDBLinuxStartKernel(t *testing.T) {
 		`Breakpoint 1, start_kernel \(\) at init/main.c:\d+`,
 		`#0\s+start_kernel \(\) at init/main.c`,
 		`rip\s+0x[0-9a-f]+\s+0x[0-9a-f]+ <start_kernel(\+\d+)?>`,
+		`Breakpoint 2 at 0x[0-9a-f]+: file arch/x86/kernel/setup.c`,
+		`Breakpoint 2, setup_arch \(cmdline_p=.*\) at arch/x86/kernel/setup.c:\d+`,
+		`#1\s+0x[0-9a-f]+ in start_kernel \(\) at init/main.c`,
+		`<linux_banner>:\s+"Linux version 6\.1`,
+		`\$1 = "console=ttyS0 .*nokaslr`,
 		`\[Inferior 1 \(Remote target\) killed\]`,
 	)
 	// gdb may place the breakpoint after the prologue: RIP must be inside

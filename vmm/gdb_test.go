@@ -484,18 +484,20 @@ func readUntil(t *testing.T, c net.Conn, want string) string {
 	return string(got)
 }
 
-// TestGDBAttachToRunningGuestAndKill: without --gdb-wait the guest runs;
-// gdb attaching stops it, Ctrl-C-free inspection works, and gdb's kill ends
-// the machine.
-func TestGDBAttachToRunningGuestAndKill(t *testing.T) {
+// TestGDBAttachInterruptAndKill: without --gdb-wait the guest runs; gdb
+// attaching stops it, Ctrl-C (SIGINT to gdb, which sends ^C) stops it again
+// after a continue, and gdb's kill ends the machine.
+func TestGDBAttachInterruptAndKill(t *testing.T) {
 	gdb := gdbPath(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cfg := smallConfig(memory.KindAnon)
 	cfg.Timeout = 60 * time.Second
+	cfg.CPUs = 2
 	m := newRawMachine(t, cfg, `
 		mov $0x4242, %r12
-	spin: jmp spin`)
+	spin: inc %r13
+		jmp spin`)
 	sock := t.TempDir() + "/gdb.sock"
 	stop, err := m.ServeGDB(ctx, "unix:"+sock, false)
 	if err != nil {
@@ -513,12 +515,51 @@ func TestGDBAttachToRunningGuestAndKill(t *testing.T) {
 		t.Fatalf("guest ended before gdb attached: %v %s", res.Outcome, res.Detail)
 	default:
 	}
-	out := runGDB(t, ctx, gdb,
-		"target remote "+sock,
-		"info registers r12 rip",
-		"kill",
+	cmd := exec.CommandContext(ctx, gdb, "-batch", "-nx", "-ex", "set pagination off", "-ex", "set confirm off",
+		"-ex", "target remote "+sock,
+		"-ex", "info registers r12",
+		"-ex", "p $r13",
+		"-ex", "continue",
+		"-ex", "p $r13",
+		"-ex", "info threads",
+		"-ex", "kill")
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	var outBuf syncBuffer
+	cmd.Stdout, cmd.Stderr = &outBuf, &outBuf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Interrupt once gdb has continued: the vCPUs run again.
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(outBuf.String(), "$1 = ") || m.Parked(0) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gdb did not continue the guest:\n%s", outBuf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	out := outBuf.String()
+	t.Logf("gdb output (%v):\n%s", err, out)
+	expectOutput(t, out,
+		`r12\s+0x4242\s`,
+		`received signal SIGINT, Interrupt`,
+		`\$2 = \d+`,
+		`Thread 2`,
+		`\[Inferior 1 \(Remote target\) killed\]`,
 	)
-	expectOutput(t, out, `r12\s+0x4242\s`, `rip\s+0x10000[0-9a-f]\s`)
+	var r13 [2]uint64
+	for i, re := range []string{`\$1 = (\d+)`, `\$2 = (\d+)`} {
+		if sm := regexp.MustCompile(re).FindStringSubmatch(out); sm != nil {
+			fmt.Sscan(sm[1], &r13[i])
+		}
+	}
+	if r13[1] <= r13[0] {
+		t.Errorf("r13 did not grow between the attach stop (%d) and the Ctrl-C stop (%d)", r13[0], r13[1])
+	}
 	res := waitResult(t, done, 10*time.Second)
 	if res.Outcome != OutcomeStopped || !strings.Contains(res.Detail, "gdb") {
 		t.Fatalf("after gdb's kill the machine ended with %v (%s), want stopped by gdb", res.Outcome, res.Detail)

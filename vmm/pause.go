@@ -66,23 +66,21 @@ func (m *Machine) PauseVCPUs(ids []int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		p.mu.Lock()
-		waiting := 0
+		var waiting []*vcpu // v.parked is read under p.mu only
 		for _, v := range vs {
 			if !v.parked && v.alive.Load() && !v.stopReq.Load() && v.started.Load() {
-				waiting++
+				waiting = append(waiting, v)
 			}
 		}
 		p.mu.Unlock()
-		if waiting == 0 {
+		if len(waiting) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pause: %d vCPU(s) did not park within %v", waiting, timeout)
+			return fmt.Errorf("pause: %d vCPU(s) did not park within %v", len(waiting), timeout)
 		}
-		for _, v := range vs {
-			if !v.parked && v.alive.Load() {
-				_ = v.cpu.Kick() // a kick can be lost before BindThread; repeat
-			}
+		for _, v := range waiting {
+			_ = v.cpu.Kick() // a kick can be lost before BindThread; repeat
 		}
 		time.Sleep(time.Millisecond)
 	}

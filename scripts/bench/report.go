@@ -82,6 +82,9 @@ func (b *bench) report(w io.Writer, date, png string, took time.Duration) {
 	if b.kernel.VMLinux != "" {
 		fmt.Fprintf(w, "Linux guest: `%s` (PVH vmlinux), initramfs `%s`, %d MiB RAM, 1 vCPU, for all three. Command line (ours, read from its log; passed verbatim to the peers):\n\n```\n%s\n```\n\n",
 			b.kernel.VMLinux, b.initramfs, b.opt.linuxMem, b.peerCmdline())
+		if b.linuxSkipped != "" {
+			fmt.Fprintf(w, "Budget: %s.\n\n", b.linuxSkipped)
+		}
 		if b.hugeNote != "" {
 			fmt.Fprintf(w, "hugetlb backend: %s.\n\n", b.hugeNote)
 		}

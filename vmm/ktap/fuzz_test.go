@@ -13,6 +13,7 @@ func FuzzParse(f *testing.F) {
 	f.Add("KTAP version 1\n1..1\n    # Subtest: s\n    ok 1 a\nok 1 s\n", 3)
 	f.Add("TAP version 14\n1..2\nok 1 - a # SKIP\nnot ok 2 b # TODO x\n", 1)
 	f.Add("KTAP version 1\n1..3\n    KTAP version 1\n        KTAP version 1\nok\nnot ok 99999999999999999999 x\n", 2)
+	f.Add("KTAP version 1\n1..4294967296\n    1..70000\n", 9)
 	f.Add("x KTAP version 1\nx 1..1\nx     ok 1\nKernel panic - not syncing: x\n", 5)
 	f.Fuzz(func(t *testing.T, in string, chunk int) {
 		whole := ParseString(in)

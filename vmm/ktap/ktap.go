@@ -246,6 +246,13 @@ var endMarkers = []string{
 	"reboot: Restarting system",
 }
 
+// maxPlan bounds a believable plan: each planned test without a result
+// becomes a placeholder node, so a corrupted "1..99999999999" must not.
+const maxPlan = 1 << 16
+
+// maxPlaceholders bounds the placeholder nodes of one run.
+const maxPlaceholders = 1 << 17
+
 // maxLogLines bounds the lines kept per test, so a guest that floods the
 // console cannot make the parser hold unbounded memory per node.
 const maxLogLines = 1000
@@ -282,6 +289,8 @@ type Parser struct {
 	prefix  string // non-space text before the first version header
 	lineNo  int
 	partial string
+	// placeholders counts the nodes made up for missing tests.
+	placeholders int
 }
 
 // NewParser returns a parser for one run.
@@ -391,7 +400,10 @@ func (p *Parser) Line(raw string) {
 	case rePlan.MatchString(body):
 		top := p.top()
 		n, err := strconv.Atoi(rePlan.FindStringSubmatch(body)[1])
-		if top.t.Plan >= 0 || len(top.t.Subtests) > 0 || err != nil {
+		if top.t.Plan >= 0 || len(top.t.Subtests) > 0 || err != nil || n > maxPlan {
+			if err != nil || n > maxPlan {
+				top.t.Errors = append(top.t.Errors, "implausible plan: "+body)
+			}
 			p.addLog(body)
 			return
 		}
@@ -588,6 +600,11 @@ func (p *Parser) finishGroup(f *frame, own Status, directive string, num int) {
 	if t.Plan > len(t.Subtests) {
 		t.Errors = append(t.Errors, fmt.Sprintf("planned %d tests, saw %d", t.Plan, len(t.Subtests)))
 		for i := len(t.Subtests) + 1; i <= t.Plan; i++ {
+			if p.placeholders >= maxPlaceholders {
+				t.Errors = append(t.Errors, fmt.Sprintf("tests %d..%d not listed (too many missing tests)", i, t.Plan))
+				break
+			}
+			p.placeholders++
 			t.Subtests = append(t.Subtests, &Test{Name: fmt.Sprintf("#%d", i), Number: i, Status: StatusCrashed, Plan: -1, Missing: true})
 		}
 	}

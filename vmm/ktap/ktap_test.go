@@ -2,6 +2,7 @@ package ktap
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -167,6 +168,12 @@ func TestParseVariants(t *testing.T) {
 			tree: []string{"s=PASSED", "s.a=PASSED"}, status: StatusPass, complete: true, counts: Counts{Passed: 1},
 		},
 		{
+			name: "implausible plan from a corrupted console",
+			in:   "KTAP version 1\n1..99999999999\n    # Subtest: s\n    ok 1 a\nok 1 s\n",
+			tree: []string{"s=PASSED", "s.a=PASSED"}, status: StatusFail, complete: true,
+			counts: Counts{Passed: 1, Errors: 1},
+		},
+		{
 			name: "suite that failed to initialise (no cases run)",
 			in:   "KTAP version 1\n1..1\n    # s: failed to initialize (-12)\nnot ok 1 s\n",
 			tree: []string{"s=FAILED"}, status: StatusFail, complete: true, counts: Counts{Failed: 1},
@@ -274,6 +281,29 @@ func TestRealOutput(t *testing.T) {
 			if !reflect.DeepEqual(got, wantLines) {
 				t.Errorf("%s:\n got:\n%s\nwant:\n%s", f, strings.Join(got, "\n"), strings.Join(wantLines, "\n"))
 			}
+			if c := r.Find("vmm_selftest", "vmm_selftest_deliberate_failure"); c != nil && c.Status == StatusFail &&
+				!strings.Contains(strings.Join(c.Log, "\n"), "deliberate failure: proves the harness") {
+				t.Errorf("failing case's log lacks the kernel's message: %q", c.Log)
+			}
 		})
+	}
+}
+
+// TestPlaceholderBudget: a console that announces huge plans and stops
+// must not make the parser build unbounded trees.
+func TestPlaceholderBudget(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("KTAP version 1\n")
+	for i := 0; i < 50; i++ {
+		fmt.Fprintf(&b, "    # Subtest: s%d\n    1..65536\n", i)
+	}
+	r := ParseString(b.String())
+	n := 0
+	r.Root.Walk(func([]string, *Test) { n++ })
+	if n > maxPlaceholders+100 {
+		t.Errorf("%d nodes for a tiny input", n)
+	}
+	if r.Status != StatusCrashed {
+		t.Errorf("status %v", r.Status)
 	}
 }

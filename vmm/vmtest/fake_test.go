@@ -22,11 +22,18 @@ type fakeT struct {
 	testing.TB
 	name string
 
-	mu      sync.Mutex
-	logs    []string
-	errs    []string
-	failed  bool
-	skipped bool
+	mu       sync.Mutex
+	logs     []string
+	errs     []string
+	failed   bool
+	skipped  bool
+	cleanups []func()
+}
+
+func (f *fakeT) Cleanup(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cleanups = append(f.cleanups, fn)
 }
 
 func (f *fakeT) Helper()      {}
@@ -69,6 +76,9 @@ func call[R any](ft *fakeT, fn func(testing.TB) R) R {
 		r = fn(ft)
 	}()
 	<-done
+	for i := len(ft.cleanups) - 1; i >= 0; i-- {
+		ft.cleanups[i]()
+	}
 	return r
 }
 

@@ -163,22 +163,31 @@ func GoTest(t *testing.T, opts GoTestOptions) *GoTestResult {
 	} else if emu {
 		t.Skip("vmtest: this host's KVM emulates guest kernel mode (no VMX/SVM): guest user mode cannot make system calls here, so a Go test binary cannot run in the guest; run on a host with hardware virtualization")
 	}
-	dir := t.TempDir()
-	ctx := context.Background()
+	o, err := prepareGoTest(context.Background(), t.TempDir(), opts, o)
+	if err != nil {
+		t.Fatalf("vmtest: %v", err)
+	}
+	return runGoTest(t, o)
+}
+
+// prepareGoTest builds the test binary and the agent into dir and returns
+// o set up to boot them: the files in the initramfs and rdinit= on the
+// command line.
+func prepareGoTest(ctx context.Context, dir string, opts GoTestOptions, o Options) (Options, error) {
 	bin := opts.Binary
 	if bin == "" {
 		bin = filepath.Join(dir, "test")
 		if err := buildTest(ctx, opts.Package, opts.BuildFlags, bin); err != nil {
-			t.Fatalf("vmtest: %v", err)
+			return o, err
 		}
 	}
 	agent := filepath.Join(dir, "agent")
 	if err := buildAgent(ctx, agent); err != nil {
-		t.Fatalf("vmtest: %v", err)
+		return o, err
 	}
 	args := filepath.Join(dir, "args")
 	if err := os.WriteFile(args, []byte(strings.Join(opts.Args, "\n")+"\n"), 0o644); err != nil {
-		t.Fatalf("vmtest: %v", err)
+		return o, fmt.Errorf("args file: %w", err)
 	}
 	files := map[string]string{agent: proto.AgentPath, bin: proto.TestBinary, args: proto.ArgsFile}
 	for h, g := range opts.Files {
@@ -186,7 +195,7 @@ func GoTest(t *testing.T, opts GoTestOptions) *GoTestResult {
 	}
 	o.Files = files
 	o.Cmdline = strings.TrimSpace("rdinit=" + proto.AgentPath + " " + o.Cmdline)
-	return runGoTest(t, o)
+	return o, nil
 }
 
 // goCmd runs the go tool.

@@ -1,13 +1,16 @@
 package vmtest
 
 import (
+	"context"
 	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/vmmgo/vmm/kvm/kvmtest"
 	"github.com/vmmgo/vmm/vmm"
 	"github.com/vmmgo/vmm/vmm/vmtest/proto"
 )
@@ -145,4 +148,43 @@ func TestGuestHalf(t *testing.T) {
 	if _, err := os.Stat(proto.TestBinary); err != nil {
 		t.Errorf("test binary not at %s: %v", proto.TestBinary, err)
 	}
+}
+
+// TestGoTestGuestReachesAgent boots the real Go-test guest (test binary,
+// agent, initramfs, rdinit=) on hosts that emulate guest kernel mode, where
+// GoTest itself skips. The kernel must unpack the initramfs and start the
+// agent; the agent's first system call then fails (host-kvm.md), so the
+// guest must be reported as crashed before any result: the host side's
+// verdict on a real crash.
+func TestGoTestGuestReachesAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a guest")
+	}
+	path := kvmtest.Path()
+	kvmtest.OpenPath(t, path)
+	if emu, err := vmm.HostEmulatesKernelMode(path); err != nil {
+		t.Fatal(err)
+	} else if !emu {
+		t.Skip("guest userspace works on this host: TestGoTestEndToEnd covers the path")
+	}
+	t.Setenv(ArtifactsEnv, t.TempDir())
+	o := Options{Timeout: 8 * time.Minute, QuietConsole: true}.withDefaults()
+	o, err := prepareGoTest(context.Background(), t.TempDir(), GoTestOptions{Args: []string{"-test.run=^TestGuestHalf$"}}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft := &fakeT{name: t.Name()}
+	gr := call(ft, func(tb testing.TB) *GoTestResult { return runGoTest(tb, o) })
+	t.Logf("guest ended with %v after %v: %s", gr.Outcome, gr.Duration.Round(time.Millisecond), gr.Detail)
+	if !strings.Contains(gr.Console, "Run "+proto.AgentPath+" as init process") {
+		t.Errorf("the kernel did not start the agent from the initramfs; console tail:\n%s", tail(gr.Console, 20))
+	}
+	if !ft.Failed() || !strings.Contains(ft.errText(), "guest crashed") || gr.Reported {
+		t.Errorf("verdict: failed=%v reported=%v, want a crash before the result:\n%s", ft.Failed(), gr.Reported, ft.errText())
+	}
+}
+
+func tail(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(l[max(0, len(l)-n):], "\n")
 }

@@ -463,6 +463,9 @@ func fail(t testing.TB, o Options, r *Result, hostErr error, what string, extra 
 	dir, aerr := keepArtifacts(nameOf(t, o), r, hostErr, extra...)
 	r.ArtifactDir = dir
 	msg := "vmtest: " + what
+	if dir != "" {
+		msg += "\nartifacts kept in " + dir
+	}
 	if hostErr != nil {
 		msg += fmt.Sprintf("\nerror: %v", hostErr)
 	}
@@ -474,9 +477,6 @@ func fail(t testing.TB, o Options, r *Result, hostErr error, what string, extra 
 	}
 	if aerr != nil {
 		msg += fmt.Sprintf("\nartifacts: %v", aerr)
-	}
-	if dir != "" {
-		msg += "\nartifacts (console.log, result.txt, stats.txt): " + dir
 	}
 	t.Error(msg)
 }
