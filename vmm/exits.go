@@ -76,6 +76,17 @@ func (v *vcpu) handleInternalError() bool {
 			v.log.WithError(err).Warn("cannot inject #BP for int3")
 		}
 	}
+	if ie.Suberror == kvm.InternalErrorEmulation && len(ie.InsnBytes) > 0 && ie.InsnBytes[0] == 0x9b {
+		// fwait/wait (Linux's fpu__drop on every thread exit): it only
+		// delivers a pending unmasked x87 exception. Do what the CPU does:
+		// #MF when FSW.ES is set, otherwise step over it.
+		if err := v.emulateFwait(); err == nil {
+			v.m.stats.counter("fwait-emulated").Add(1)
+			return true
+		} else {
+			v.log.WithError(err).Warn("cannot emulate fwait")
+		}
+	}
 	detail := fmt.Sprintf("vcpu %d: KVM internal error, suberror %d (%s)", v.id, ie.Suberror, internalErrorName(ie.Suberror))
 	if len(ie.InsnBytes) > 0 {
 		detail += fmt.Sprintf("; instruction bytes % x", ie.InsnBytes)
@@ -104,14 +115,40 @@ func internalErrorName(sub uint32) string {
 	return "unknown"
 }
 
-func (v *vcpu) injectBreakpoint() error {
+// x86 exception vectors the VMM injects.
+const (
+	vectorBP = 3  // #BP, after int3 (a trap: RIP past the instruction)
+	vectorMF = 16 // #MF, x87 floating-point error (a fault: RIP on the instruction)
+	fswES    = 1 << 7
+)
+
+func (v *vcpu) injectBreakpoint() error { return v.skipAndInject(1, vectorBP) }
+
+// emulateFwait executes a one-byte fwait the emulator refused.
+func (v *vcpu) emulateFwait() error {
+	f, err := v.cpu.FPU()
+	if err != nil {
+		return err
+	}
+	if f.FSW&fswES != 0 {
+		return v.skipAndInject(0, vectorMF)
+	}
+	return v.skipAndInject(1, -1)
+}
+
+// skipAndInject advances RIP by n and, when vector >= 0, injects that
+// exception (without error code) for delivery on the next entry.
+func (v *vcpu) skipAndInject(n uint64, vector int) error {
 	regs, err := v.cpu.Regs()
 	if err != nil {
 		return err
 	}
-	regs.RIP++
+	regs.RIP += n
 	if err := v.cpu.SetRegs(regs); err != nil {
 		return err
+	}
+	if vector < 0 {
+		return nil
 	}
 	ev, err := v.cpu.Events()
 	if err != nil {
@@ -121,7 +158,7 @@ func (v *vcpu) injectBreakpoint() error {
 		return errors.New("an exception is already pending")
 	}
 	ev.Exception.Injected = 1
-	ev.Exception.Nr = 3
+	ev.Exception.Nr = uint8(vector)
 	ev.Exception.HasErrorCode = 0
 	ev.Flags = 0
 	return v.cpu.SetEvents(ev)

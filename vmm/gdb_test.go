@@ -566,6 +566,53 @@ func TestGDBAttachInterruptAndKill(t *testing.T) {
 	}
 }
 
+// TestGDBStopServerWhileGuestRuns: stopping the stub while the guest is
+// held by a disconnected gdb lets it run on without debugging (no stale
+// breakpoint stops it), as when the VMM shuts the stub down early.
+func TestGDBStopServerWhileGuestRuns(t *testing.T) {
+	gdb := gdbPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	m, sock, stop, done := startGDBMachine(t, ctx, `
+	loop:
+		incq 0x200100
+		jmp loop`)
+	out := runGDB(t, ctx, gdb,
+		"target remote "+sock,
+		fmt.Sprintf("hbreak *%#x", rawOrg),
+		"continue",
+		"disconnect",
+	)
+	expectOutput(t, out, `Breakpoint 1, 0x0+100000 in`)
+	counter := func() uint64 {
+		b := make([]byte, 8)
+		if err := m.Memory().Read(0x200100, b); err != nil {
+			t.Fatal(err)
+		}
+		return binary.LittleEndian.Uint64(b)
+	}
+	before := counter()
+	time.Sleep(50 * time.Millisecond)
+	if c := counter(); c != before || !m.Parked(0) {
+		t.Fatalf("guest ran while held by the disconnected gdb: %d -> %d", before, c)
+	}
+	stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for counter() < before+1000 {
+		if time.Now().After(deadline) {
+			t.Fatalf("guest did not run on after the stub stopped (counter %d -> %d)\n%s", before, counter(), m.DumpState())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if m.Parked(0) {
+		t.Fatal("vCPU parked again after the stub stopped (a stale breakpoint?)")
+	}
+	m.Stop("test done")
+	if res := waitResult(t, done, 10*time.Second); res.Outcome != OutcomeStopped {
+		t.Fatalf("outcome %v (%s)", res.Outcome, res.Detail)
+	}
+}
+
 // TestServeGDBErrors: the stub refuses an unloaded or running machine and a
 // bad address, naming the problem.
 func TestServeGDBErrors(t *testing.T) {

@@ -430,3 +430,17 @@ func leU64(b []byte) uint64 {
 	}
 	return v
 }
+
+// TestFwaitAtCPL0: Linux runs fwait on every thread exit; the emulator of
+// this host cannot, and the VMM executes it (a no-op without a pending x87
+// exception) so the guest goes on.
+func TestFwaitAtCPL0(t *testing.T) {
+	m := newRawMachine(t, smallConfig(memory.KindAnon), `
+		fninit
+		fwait
+		mov $7, %eax
+		out %eax, $0xf4`)
+	if res := runMachine(t, m, OutcomePowerOff); res.Code != 7 {
+		t.Fatalf("exit code %d, want 7", res.Code)
+	}
+}

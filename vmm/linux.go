@@ -9,6 +9,7 @@ import (
 	"github.com/vmmgo/vmm/firmware"
 	"github.com/vmmgo/vmm/kvm"
 	"github.com/vmmgo/vmm/memory"
+	"github.com/vmmgo/vmm/virtio"
 	"github.com/vmmgo/vmm/vmm/devices/acpipm"
 	"github.com/vmmgo/vmm/vmm/devices/debugport"
 	"github.com/vmmgo/vmm/vmm/devices/i8042"
@@ -32,6 +33,10 @@ type LinuxConfig struct {
 	NoPVH bool
 	// ConsoleLog receives a copy of the serial output.
 	ConsoleLog io.Writer
+	// Devices are virtio device models put on PCI bus 0 (slots 1, 2, ...
+	// in this order; vmm/virtio.go). LoadLinux takes ownership: they are
+	// closed with the machine, also when loading fails.
+	Devices []virtio.Device
 }
 
 // ExtractMode is LinuxConfig.Extract.
@@ -54,6 +59,7 @@ const DefaultCmdline = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1 r
 // tables, serial, i8042, RTC, ACPI power management, debug ports, the
 // share/unshare port), loads the kernel and initrd and creates the vCPUs.
 func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
+	vw := m.newVirtioWiring(lc.Devices) // owns the devices from here on
 	if len(m.vcpus) != 0 {
 		return nil, fmt.Errorf("machine already loaded")
 	}
@@ -78,6 +84,8 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		Serial:      []firmware.SerialPort{{Port: PortCOM1, IRQ: IRQCOM1}},
 		I8042:       true,
 		PVPanicPort: PortPVPanic,
+		PCI:         true, // host bridge PNP0A08 with the BAR window (vmm/virtio.go)
+		ECAM:        true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ACPI tables: %w", err)
@@ -121,7 +129,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 			return nil, err
 		}
 	}
-	if err := m.attachPlatform(lc); err != nil {
+	if err := m.attachPlatform(lc, vw); err != nil {
 		return nil, err
 	}
 	m.log.WithField("cmdline", bi.Cmdline).WithField("protocol", bi.Protocol.String()).
@@ -173,7 +181,7 @@ func (m *Machine) irqLine(irq uint32) func(level bool) {
 }
 
 // attachPlatform registers the legacy devices a PC-compatible Linux expects.
-func (m *Machine) attachPlatform(lc LinuxConfig) error {
+func (m *Machine) attachPlatform(lc LinuxConfig, vw *virtioWiring) error {
 	log := m.log
 	m.serial = serial.New(serial.Options{
 		Console: m.cfg.Console, LogFile: lc.ConsoleLog, IRQ: m.irqLine(IRQCOM1),
@@ -205,6 +213,10 @@ func (m *Machine) attachPlatform(lc LinuxConfig) error {
 	if err := m.attachPVMem(); err != nil {
 		return err
 	}
+	pciConfig, err := vw.attach(reset)
+	if err != nil {
+		return err
+	}
 	for _, d := range []struct {
 		name       string
 		base, size uint64
@@ -216,7 +228,7 @@ func (m *Machine) attachPlatform(lc LinuxConfig) error {
 		{"rtc", PortRTC, 2, clock},
 		{"acpi-pm1a-evt", PortACPIPMEvt, 4, pm.EventBlock()},
 		{"acpi-pm1a-cnt", PortACPIPMCnt, 2, pm.ControlBlock()},
-		{"pci-config+reset", PortPCIConfig, 8, &pciPorts{reset: reset}},
+		{"pci-config+reset", PortPCIConfig, 8, pciConfig},
 		{"post", PortPOST, 1, m.post},
 		{"debugcon", PortDebugCon, 1, debugport.NewConsole(dbg, log.WithField("device", "debugcon"))},
 		{"pvpanic", PortPVPanic, 1, pvpanicDevice{m}},
@@ -226,29 +238,6 @@ func (m *Machine) attachPlatform(lc LinuxConfig) error {
 		}
 	}
 	return nil
-}
-
-// pciPorts owns 0xcf8-0xcff: PCI configuration mechanism #1 (no PCI devices
-// yet: config reads return all ones, as an empty bus does) and the reset
-// control register at 0xcf9 (a byte access), which shares the range.
-type pciPorts struct {
-	reset BusDevice
-}
-
-func (p *pciPorts) BusRead(vcpu int, off uint64, data []byte) {
-	if off == 1 && len(data) == 1 {
-		p.reset.BusRead(vcpu, 0, data)
-		return
-	}
-	for i := range data {
-		data[i] = 0xff
-	}
-}
-
-func (p *pciPorts) BusWrite(vcpu int, off uint64, data []byte) {
-	if off == 1 && len(data) == 1 {
-		p.reset.BusWrite(vcpu, 0, data)
-	}
 }
 
 // SerialInputWait feeds bytes to the guest's COM1 (the console's stdin),

@@ -19,11 +19,21 @@ import (
 )
 
 // urootCommands are built into one busybox-style binary (/bbin/bb with a
-// symlink per command). u-root's own init is left out: /init is ours.
-var urootCommands = []string{
-	"github.com/u-root/u-root/cmds/core/*",
-	"-github.com/u-root/u-root/cmds/core/init",
-}
+// symlink per command). The list is explicit because only commands whose
+// dependencies are already in this module's go.sum can be built offline
+// (gosh, ip, dhclient, wget and others pull in modules we do not require);
+// rush is u-root's small shell and becomes /bin/sh. u-root's own init is left
+// out: /init is ours.
+var urootCommands = func() []string {
+	var pkgs []string
+	for _, c := range strings.Fields(`cat chmod cp date df dirname dmesg du echo false find
+		free grep head hexdump hostname id kill ln ls lsmod mkdir mknod more mount mv
+		pci poweroff printenv ps pwd readlink rm seq shutdown sleep sort stty sync
+		tail tee timeout touch tr true umount uname uniq uptime wc which xargs yes`) {
+		pkgs = append(pkgs, "github.com/u-root/u-root/cmds/core/"+c)
+	}
+	return append(pkgs, "github.com/u-root/u-root/cmds/exp/rush")
+}()
 
 // urootKey names the u-root build for the cache key: the u-root version the
 // module requires, the Go toolchain, and the command list.
@@ -70,7 +80,7 @@ func urootRecords(ctx context.Context, root, tmp string, log io.Writer) ([]cpio.
 			golang.DisableCGO(), golang.WithGOOS("linux"), golang.WithGOARCH("amd64"),
 			golang.WithWorkingDir(root))),
 		uimage.WithBusyboxCommands(urootCommands...),
-		uimage.WithShell("gosh"),
+		uimage.WithShell("rush"),
 		uimage.WithSkipLDD(),
 		uimage.WithTempDir(tmp),
 		uimage.WithCPIOOutput(out),

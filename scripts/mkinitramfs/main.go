@@ -38,7 +38,7 @@ func (f *fileFlags) Set(s string) error {
 
 func main() {
 	var files fileFlags
-	uroot := flag.Bool("uroot", false, "add u-root's core commands (busybox mode, /bin/sh = gosh)")
+	uroot := flag.Bool("uroot", false, "add u-root's core commands (busybox mode, /bin/sh = rush)")
 	out := flag.String("o", "", "also copy the image to this path")
 	list := flag.Bool("list", false, "list the image's entries on stderr")
 	quiet := flag.Bool("q", false, "no progress output")
