@@ -27,9 +27,9 @@ var (
 // KVM emulates guest kernel mode (see Probe).
 func HostEmulatesKernelMode(path string) (bool, error) {
 	emulationOnce.Do(func() {
-		k, u, err := measureEmulation(context.Background(), path)
+		k, u, err := measureEmulation(context.Background(), path, detectLoops)
 		emulationErr = err
-		emulatedHost = err == nil && k > 20*u
+		emulatedHost = err == nil && emulatedTimes(k, u, detectLoops)
 	})
 	return emulatedHost, emulationErr
 }

@@ -29,7 +29,7 @@ type ProbeReport struct {
 	PVMModule       bool // /sys/module/kvm_pvm exists
 
 	// Kernel-mode emulation, measured with a tiny guest: the same loop of
-	// 100,000 iterations at CPL0 and at CPL3.
+	// ProbeLoops iterations at CPL0 and at CPL3.
 	KernelLoop, UserLoop time.Duration
 	Emulated             bool
 	MeasureErr           error
@@ -102,21 +102,20 @@ func Probe(ctx context.Context, path string) (*ProbeReport, error) {
 	}
 	_, err = os.Stat("/sys/module/kvm_pvm")
 	r.PVMModule = err == nil
-	r.KernelLoop, r.UserLoop, r.MeasureErr = measureEmulation(ctx, path)
-	// Native kernel and user mode run the loop at the same speed; an
-	// emulated kernel mode is about 1000x slower (host-kvm.md).
-	r.Emulated = r.MeasureErr == nil && r.UserLoop > 0 && r.KernelLoop > 20*r.UserLoop
+	r.KernelLoop, r.UserLoop, r.MeasureErr = measureEmulation(ctx, path, ProbeLoops)
+	r.Emulated = r.MeasureErr == nil && emulatedTimes(r.KernelLoop, r.UserLoop, ProbeLoops)
 	return r, nil
 }
 
 // probeGuest is testdata/guests/probe.S assembled for 0x100000
 // (TestProbeGuestMatchesSource re-assembles it and compares).
 var probeGuest = []byte{
-	0xe6, 0xf8, 0xb9, 0xa0, 0x86, 0x01, 0x00, 0xff, 0xc9, 0x75, 0xfc, 0xe6,
-	0xf8, 0x48, 0xc7, 0xc0, 0x00, 0xf0, 0x07, 0x00, 0x6a, 0x23, 0x50, 0x68,
-	0x02, 0x30, 0x00, 0x00, 0x6a, 0x1b, 0x48, 0x8d, 0x05, 0x03, 0x00, 0x00,
-	0x00, 0x50, 0x48, 0xcf, 0xe6, 0xf8, 0xb9, 0xa0, 0x86, 0x01, 0x00, 0xff,
-	0xc9, 0x75, 0xfc, 0xe6, 0xf8, 0x31, 0xc0, 0xe6, 0xf4,
+	0xe6, 0xf8, 0x8b, 0x0c, 0x25, 0x00, 0xf0, 0x1f, 0x00, 0xff, 0xc9, 0x75,
+	0xfc, 0xe6, 0xf8, 0x48, 0xc7, 0xc0, 0x00, 0xf0, 0x07, 0x00, 0x6a, 0x23,
+	0x50, 0x68, 0x02, 0x30, 0x00, 0x00, 0x6a, 0x1b, 0x48, 0x8d, 0x05, 0x03,
+	0x00, 0x00, 0x00, 0x50, 0x48, 0xcf, 0xe6, 0xf8, 0x8b, 0x0c, 0x25, 0x00,
+	0xf0, 0x1f, 0x00, 0xff, 0xc9, 0x75, 0xfc, 0xe6, 0xf8, 0x31, 0xc0, 0xe6,
+	0xf4,
 }
 
 // markDevice records the host time of each write (a guest "timestamp").
@@ -148,7 +147,22 @@ func (d *markDevice) times() []time.Time {
 // PortMark is the timestamp-mark port of raw guests.
 const PortMark = 0xf8
 
-func measureEmulation(ctx context.Context, path string) (kernel, user time.Duration, err error) {
+// ProbeLoops is the loop length `vmm probe` measures with; boot-time
+// detection uses the shorter detectLoops (a few milliseconds when emulated).
+const (
+	ProbeLoops  = 100000
+	detectLoops = 4000
+)
+
+// emulatedTimes decides from the two loop times. Native kernel and user mode
+// run the loop at the same speed; an emulated kernel mode is about 1000x
+// slower (host-kvm.md). The absolute floor (100 ns per iteration, 30x what
+// any CPU needs for dec+jnz) keeps timer noise on short loops from deciding.
+func emulatedTimes(kernel, user time.Duration, loops int) bool {
+	return user > 0 && kernel > 20*user && kernel > time.Duration(loops)*100*time.Nanosecond
+}
+
+func measureEmulation(ctx context.Context, path string, loops int) (kernel, user time.Duration, err error) {
 	cfg := DefaultConfig()
 	cfg.KVMPath = path
 	cfg.Memory = 2 << 20
@@ -163,6 +177,9 @@ func measureEmulation(ctx context.Context, path string) (kernel, user time.Durat
 		return 0, 0, err
 	}
 	if err := m.LoadRaw(RawImage{Data: probeGuest, Addr: 0x100000}); err != nil {
+		return 0, 0, err
+	}
+	if err := m.Memory().Write(0x1ff000, []byte{byte(loops), byte(loops >> 8), byte(loops >> 16), byte(loops >> 24)}); err != nil {
 		return 0, 0, err
 	}
 	res, err := m.Run(ctx)
@@ -218,11 +235,11 @@ func (r *ProbeReport) WriteTo(w io.Writer) (int64, error) {
 	case r.MeasureErr != nil:
 		fmt.Fprintf(&b, "could not measure: %v\n", r.MeasureErr)
 	case r.Emulated:
-		fmt.Fprintf(&b, "EMULATED (100k-iteration loop: %v at CPL0, %v at CPL3, %.0fx slower)\n", r.KernelLoop.Round(time.Microsecond), r.UserLoop.Round(time.Microsecond), float64(r.KernelLoop)/float64(max(r.UserLoop, 1)))
+		fmt.Fprintf(&b, "EMULATED (%d-iteration loop: %v at CPL0, %v at CPL3, %.0fx slower)\n", ProbeLoops, r.KernelLoop.Round(time.Microsecond), r.UserLoop.Round(time.Microsecond), float64(r.KernelLoop)/float64(max(r.UserLoop, 1)))
 		fmt.Fprintf(&b, "                    this KVM emulates guest kernel code (no VMX/SVM): Linux boots slowly,\n")
 		fmt.Fprintf(&b, "                    `vmm boot` picks --cpu-profile emulated, and vmcall never exits here\n")
 	default:
-		fmt.Fprintf(&b, "native (100k-iteration loop: %v at CPL0, %v at CPL3)\n", r.KernelLoop.Round(time.Microsecond), r.UserLoop.Round(time.Microsecond))
+		fmt.Fprintf(&b, "native (%d-iteration loop: %v at CPL0, %v at CPL3)\n", ProbeLoops, r.KernelLoop.Round(time.Microsecond), r.UserLoop.Round(time.Microsecond))
 	}
 	if r.PVMModule {
 		fmt.Fprintf(&b, "kvm_pvm module:     loaded (shadow-paging PVM backend)\n")

@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/vmmgo/vmm/vmm"
+	"golang.org/x/sys/unix"
 )
 
 func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
@@ -20,6 +22,8 @@ func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) (int,
 	fset.SetOutput(stderr)
 	var mf machineFlags
 	mf.register(fset, "512M")
+	var df deviceFlags
+	df.register(fset)
 	kernel := fset.String("kernel", "", "kernel `file`: bzImage, or ELF vmlinux (PVH note or 64-bit entry) (required)")
 	initrd := fset.String("initrd", "", "initramfs `file`")
 	var cmdline string
@@ -77,15 +81,18 @@ Flags:
 	default:
 		return 2, usagef("--extract %q: want auto, on or off", *extract)
 	}
-	kdata, err := readInput("kernel", *kernel)
+	kdata, releaseKernel, err := readInput("kernel", *kernel)
 	if err != nil {
 		return 1, err
 	}
+	defer releaseKernel()
 	var idata []byte
 	if *initrd != "" {
-		if idata, err = readInput("initrd", *initrd); err != nil {
+		var releaseInitrd func()
+		if idata, releaseInitrd, err = readInput("initrd", *initrd); err != nil {
 			return 1, err
 		}
+		defer releaseInitrd()
 	}
 	var out io.Writer = stdout
 	var logFile io.WriteCloser
@@ -112,26 +119,49 @@ Flags:
 		defer logFile.Close()
 	}
 	cfg.Console = out
+	if err := df.check(); err != nil {
+		return 2, err
+	}
+	devs, err := df.open(cfg.Log, stdout)
+	if err != nil {
+		return 1, err
+	}
+	if devs.hvcIn != nil {
+		defer devs.hvcIn.Close() // ends the console's stdin reader on every path
+	}
 
 	m, err := vmm.New(cfg)
 	if err != nil {
+		devs.close()
 		return 1, err
 	}
 	defer m.Close()
 	lc := vmm.LinuxConfig{Kernel: kdata, Initrd: idata, Cmdline: cmdline, NoDefaultCmdline: *noDefault,
-		Extract: mode, NoPVH: *noPVH}
+		Extract: mode, NoPVH: *noPVH, Devices: devs.list} // the machine owns the devices now
 	if logFile != nil {
 		lc.ConsoleLog = logFile
 	}
 	if _, err := m.LoadLinux(lc); err != nil {
 		return 1, err
 	}
+	// The images are in guest RAM now: drop the host copies (and whatever
+	// host-side decompression allocated) before the guest runs for hours.
+	releaseKernel()
+	releaseKernel = func() {}
+	lc.Kernel, lc.Initrd, kdata, idata = nil, nil, nil, nil
+	debug.FreeOSMemory()
 	stopGDB, err := mf.startGDB(ctx, m, stderr)
 	if err != nil {
 		return 1, err
 	}
 	defer stopGDB()
-	if stdio {
+	if devs.hvcIn != nil {
+		stop, err := attachVirtioConsole(ctx, m, devs.hvcIn, stderr)
+		if err != nil {
+			return 1, err
+		}
+		defer stop()
+	} else if stdio {
 		stop, err := attachConsole(ctx, m, stderr)
 		if err != nil {
 			return 1, err
@@ -148,22 +178,43 @@ Flags:
 	reportResult(stderr, res)
 	if mf.stats {
 		printStats(stderr, m)
+		printVirtioStats(stderr, m)
 	}
 	return res.Outcome.ExitCode(), nil
 }
 
-// readInput reads a kernel or initrd, with errors that say what to do.
-func readInput(what, path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+// readInput maps a kernel or initrd read-only, with errors that say what
+// to do. Mapping instead of reading keeps a large image (a vmlinux with
+// debug info is ~100 MB) out of the VMM's heap: once loaded into guest RAM
+// and unmapped, it costs the VMM nothing (release does that).
+func readInput(what, path string) (data []byte, release func(), err error) {
+	f, err := os.Open(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("%s %s: no such file (build one with ./scripts/guest-kernel/build.sh, or give a bzImage/vmlinux path)", what, path)
+		return nil, nil, fmt.Errorf("%s %s: no such file (build one with ./scripts/guest-kernel/build.sh, or give a bzImage/vmlinux path)", what, path)
 	case err != nil:
-		return nil, fmt.Errorf("read %s: %w", what, err)
-	case len(data) == 0:
-		return nil, fmt.Errorf("%s %s is empty", what, path)
+		return nil, nil, fmt.Errorf("open %s: %w", what, err)
 	}
-	return data, nil
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("stat %s: %w", what, err)
+	}
+	if !st.Mode().IsRegular() {
+		data, err = io.ReadAll(f) // a pipe or device: read it
+		if err == nil && len(data) == 0 {
+			err = fmt.Errorf("%s %s is empty", what, path)
+		}
+		return data, func() {}, err
+	}
+	if st.Size() == 0 {
+		return nil, nil, fmt.Errorf("%s %s is empty", what, path)
+	}
+	data, err = unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		return nil, nil, fmt.Errorf("map %s %s: %w", what, path, err)
+	}
+	return data, func() { _ = unix.Munmap(data) }, nil
 }
 
 // dumpOnSIGUSR1 prints every vCPU's state on SIGUSR1 without stopping.

@@ -50,10 +50,10 @@ func ParseFile(s string) (File, error) {
 type InitramfsOptions struct {
 	// Files are extra host files, for test harnesses.
 	Files []File
-	// URoot adds u-root's core commands as one busybox-style binary under
-	// /bbin with /bin/sh, for a shell on hosts with hardware
-	// virtualization. It makes the first build take minutes and the image
-	// about 15 MiB bigger.
+	// URoot adds about 50 of u-root's core commands as one busybox-style
+	// binary (/bbin/bb, a symlink per command) with /bin/sh -> rush, for a
+	// shell on hosts with hardware virtualization (vmm.run=/bin/sh). The
+	// first build takes about 15 s and adds about 4.6 MB.
 	URoot bool
 	// Log receives progress lines; nil discards them.
 	Log io.Writer

@@ -196,6 +196,6 @@ func text(img *image.RGBA, x, y int, c color.Color, s string) {
 	d := font.Drawer{Dst: img, Src: &image.Uniform{c}, Face: basicfont.Face7x13,
 		Dot: fixed.P(x, y)}
 	// basicfont covers ASCII and Latin-1: spell out what it lacks.
-	s = strings.NewReplacer("µ", "u", "→", "->", "÷", "/", "–", "-", "—", "-", "×", "x", "“", "\"", "”", "\"").Replace(s)
+	s = strings.NewReplacer("µ", "u", "→", "->", "÷", "/", "–", "-", "—", "-", "×", "x", "…", "...", "“", "\"", "”", "\"").Replace(s)
 	d.DrawString(s)
 }

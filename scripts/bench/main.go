@@ -420,7 +420,7 @@ func (b *bench) linux(ctx context.Context) error {
 
 func (b *bench) addFailure(vmm, workload, msg string) {
 	for _, f := range b.failures {
-		if f.vmm == vmm && f.workload == workload && f.message == msg {
+		if f.vmm == vmm && f.workload == workload && stampRE.ReplaceAllString(f.message, "") == stampRE.ReplaceAllString(msg, "") {
 			return
 		}
 	}
@@ -438,6 +438,9 @@ func (b *bench) peerCmdline() string {
 	return "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1 reboot=acpi no_timer_check " +
 		"noxsave clearcpuid=129,140,141,148,150,151,153,154,156,157,158,291,293,295,296,304,306,307,308,317"
 }
+
+// stampRE matches a kernel log timestamp ("[   12.345678]").
+var stampRE = regexp.MustCompile(`\[\s*[0-9]+\.[0-9]+\]`)
 
 var qemuCodeRE = regexp.MustCompile(`<([0-9a-f]{2})>`)
 

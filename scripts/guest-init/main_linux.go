@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -56,7 +57,18 @@ func main() {
 		argv = os.Args[1:]
 	}
 	if len(argv) > 0 {
-		code = run(console, stdio, argv)
+		var attr *syscall.SysProcAttr
+		if pid1 {
+			// Give the command the real console tty as its controlling
+			// terminal (/dev/console itself never becomes one), so that an
+			// interactive shell gets job control and ^C.
+			if tty := consoleTTY(); tty != nil {
+				defer tty.Close()
+				stdio = tty
+				attr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+			}
+		}
+		code = run(console, stdio, attr, argv)
 	}
 	fmt.Fprintln(console, exitLine(code))
 	if !pid1 {
@@ -83,10 +95,35 @@ func mountAll(console io.Writer) {
 	}
 }
 
-// run starts argv with the console as its stdio and returns its exit code.
-func run(console io.Writer, stdio *os.File, argv []string) int {
+// consoleTTY opens the tty behind /dev/console (the last name in
+// /sys/class/tty/console/active is the preferred console, e.g. ttyS0), or
+// returns nil.
+func consoleTTY() *os.File {
+	b, err := os.ReadFile("/sys/class/tty/console/active")
+	if err != nil {
+		return nil
+	}
+	names := strings.Fields(string(b))
+	if len(names) == 0 || strings.ContainsAny(names[len(names)-1], "/.") {
+		return nil
+	}
+	f, err := os.OpenFile("/dev/"+names[len(names)-1], os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil
+	}
+	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
+		f.Close()
+		return nil
+	}
+	return f
+}
+
+// run starts argv with stdio as its stdin/stdout/stderr and returns its exit
+// code.
+func run(console io.Writer, stdio *os.File, attr *syscall.SysProcAttr, argv []string) int {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio, stdio, stdio
+	cmd.SysProcAttr = attr
 	cmd.Env = append(os.Environ(), "PATH=/bin:/sbin:/usr/bin:/usr/sbin:/bbin:/ubin")
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(console, "guest-init: start %q: %v\n", argv, err)

@@ -1,9 +1,10 @@
 	# vmm probe: is guest kernel mode emulated on this host?
 	# Entered in 64-bit mode at CPL0 with the VMM's identity map and GDT
-	# (user code 0x1b, user data 0x23 at CPL3). Each `out` to 0xf5 is a
-	# timestamp mark; `out` to 0xf4 ends the guest.
+	# (user code 0x1b, user data 0x23 at CPL3). The loop count is read from
+	# 0x1ff000 (written by the VMM). Each `out` to 0xf8 is a timestamp mark;
+	# `out` to 0xf4 ends the guest.
 	out %al, $0xf8            # mark 0: start of the kernel-mode loop
-	mov $100000, %ecx
+	mov 0x1ff000, %ecx
 1:	dec %ecx
 	jnz 1b
 	out %al, $0xf8            # mark 1: kernel-mode loop done
@@ -16,7 +17,7 @@
 	push %rax
 	iretq
 2:	out %al, $0xf8            # mark 2: now at CPL3
-	mov $100000, %ecx
+	mov 0x1ff000, %ecx
 3:	dec %ecx
 	jnz 3b
 	out %al, $0xf8            # mark 3: user-mode loop done

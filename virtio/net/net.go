@@ -88,11 +88,20 @@ func Open(cfg Config) (*Device, error) {
 	case cfg.FD != nil && cfg.TAP != "":
 		return nil, errors.New("virtio-net: give a TAP name or a file, not both")
 	case cfg.FD != nil:
-		f = cfg.FD
-		if err := unix.SetNonblock(int(f.Fd()), true); err != nil {
+		// Take the descriptor over through a duplicate. Re-wrapping
+		// cfg.FD's own number in a second *os.File would give it two
+		// owners (the dropped one's finalizer closes it under the device),
+		// and Fd() of a pollable File switches it back to blocking mode.
+		nfd, err := unix.FcntlInt(cfg.FD.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		cfg.FD.Close()
+		if err != nil {
+			return nil, fmt.Errorf("virtio-net: TAP %s: %w", cfg.FD.Name(), os.NewSyscallError("fcntl(F_DUPFD_CLOEXEC)", err))
+		}
+		if err := unix.SetNonblock(nfd, true); err != nil {
+			unix.Close(nfd)
 			return nil, fmt.Errorf("virtio-net: %w", os.NewSyscallError("fcntl", err))
 		}
-		f = os.NewFile(f.Fd(), f.Name()) // re-wrap so the poller sees O_NONBLOCK
+		f = os.NewFile(uintptr(nfd), cfg.FD.Name()) // O_NONBLOCK: the Go poller serves it
 	case cfg.TAP != "":
 		if f, err = openTAP(cfg.TAP); err != nil {
 			return nil, fmt.Errorf("virtio-net: %w", err)

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	stdnet "net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmmgo/vmm/virtio"
+)
+
+func TestParseDeviceFlags(t *testing.T) {
+	mac := stdnet.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 0x56}
+	for _, tc := range []struct {
+		flag, value string
+		want        any
+		err         string
+	}{
+		{"disk", "/img", diskSpec{path: "/img"}, ""},
+		{"disk", "/img,readonly,serial=abc", diskSpec{path: "/img", readOnly: true, serial: "abc"}, ""},
+		{"disk", "path=/img,ro", diskSpec{path: "/img", readOnly: true}, ""},
+		{"disk", "", nil, "empty value"},
+		{"disk", "readonly=x,path=/a", nil, "takes no value"},
+		{"disk", "serial=abc", nil, "no image path"},
+		{"disk", "/img,serial=" + strings.Repeat("s", 21), nil, "longer than 20 bytes"},
+		{"disk", "/img,cache=none", nil, `unknown option "cache"`},
+		{"disk", "/img,,ro", nil, "empty option"},
+		{"net", "tap=tap0,mac=52:54:00:12:34:56", netSpec{tap: "tap0", fd: -1, mac: mac}, ""},
+		{"net", "fd=3", netSpec{fd: 3}, ""},
+		{"net", "tap0", nil, "want tap=NAME or fd=N"},
+		{"net", "tap=a,fd=3", nil, "exactly one of"},
+		{"net", "mac=52:54:00:12:34:56", nil, "exactly one of"},
+		{"net", "fd=-1", nil, "file descriptor number"},
+		{"net", "tap=" + strings.Repeat("t", 16), nil, "longer than 15 bytes"},
+		{"net", "tap=t,mac=zz", nil, "six hex bytes"},
+		{"net", "tap=t,mac=01:00:5e:00:00:01", nil, "multicast"},
+		{"net", "tap=t,mac=", nil, "empty value"},
+		{"vsock", "cid=3,path=/tmp/v.sock", vsockSpec{cid: 3, path: "/tmp/v.sock"}, ""},
+		{"vsock", "cid=2,path=/tmp/v.sock", nil, "0-2 are reserved"},
+		{"vsock", "cid=4294967296,path=/p", nil, "from 3 to"},
+		{"vsock", "cid=5", nil, "want cid=N,path=PATH"},
+		{"vsock", "x", nil, "want cid=N,path=PATH"},
+		{"console-port", "name=org.test,path=/tmp/p.sock", portSpec{name: "org.test", path: "/tmp/p.sock"}, ""},
+		{"console-port", "name=org.test", nil, "want name=NAME,path=PATH"},
+		{"console-port", "name=a,path=/p,speed=9600", nil, `unknown option "speed"`},
+	} {
+		var got any
+		var err error
+		switch tc.flag {
+		case "disk":
+			got, err = parseDisk(tc.value)
+		case "net":
+			got, err = parseNet(tc.value)
+		case "vsock":
+			got, err = parseVsock(tc.value)
+		case "console-port":
+			got, err = parsePort(tc.value)
+		}
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("--%s %q: err %v, want %q", tc.flag, tc.value, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("--%s %q = %+v, %v; want %+v", tc.flag, tc.value, got, err, tc.want)
+		}
+	}
+}
+
+// TestDeviceFlagUsageErrors: syntax mistakes are usage errors (exit 2)
+// that name the flag.
+func TestDeviceFlagUsageErrors(t *testing.T) {
+	k := filepath.Join(t.TempDir(), "kernel")
+	if err := os.WriteFile(k, []byte("not a kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--disk", "/x,bogus"}, `invalid value "/x,bogus" for flag -disk: unknown option "bogus"`},
+		{[]string{"--net", "eth0"}, `flag -net`},
+		{[]string{"--vsock", "cid=1,path=/tmp/x"}, `flag -vsock`},
+		{[]string{"--vsock", "cid=3,path=/tmp/x", "--vsock", "cid=4,path=/tmp/y"}, "given twice"},
+		{[]string{"--console-port", "name=a"}, `flag -console-port`},
+		{[]string{"--console-port", "name=a,path=/tmp/a", "--console-port", "name=a,path=/tmp/b"}, `name "a" given twice`},
+		{[]string{"--disk", "/tmp/same", "--console-port", "name=a,path=/tmp/same"}, "already used by --disk"},
+	} {
+		code, _, stderr := run(t, append([]string{"boot", "--kernel", k}, tc.args...)...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("vmm boot %q: exit %d, stderr %q; want exit 2 and %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
+
+// TestDeviceBadInput: what only the host can tell fails with a clear error
+// (exit 1) before any machine is created; none of these needs /dev/kvm.
+func TestDeviceBadInput(t *testing.T) {
+	dir := t.TempDir()
+	k := filepath.Join(dir, "kernel")
+	if err := os.WriteFile(k, []byte("not a kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ro := filepath.Join(dir, "ro.img")
+	if err := os.WriteFile(ro, make([]byte, 1<<20), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	notSock := filepath.Join(dir, "plain")
+	if err := os.WriteFile(notSock, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	busy := filepath.Join(dir, "busy.sock")
+	ln, err := stdnet.Listen("unix", busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing disk", []string{"--disk", filepath.Join(dir, "nope.img")}, "--disk " + filepath.Join(dir, "nope.img") + ": no such file"},
+		{"read-only disk read-write", []string{"--disk", ro}, "add ,readonly to attach it read-only"},
+		{"disk is a directory", []string{"--disk", dir}, "not a regular file or block device"},
+		{"missing TAP", []string{"--net", "tap=vmmnosuch0"}, "TAP interface does not exist"},
+		{"closed fd", []string{"--net", "fd=987"}, "--net fd=987: fcntl(F_GETFD): bad file descriptor"},
+		{"fd not a TAP", []string{"--net", "fd=0"}, "not a TAP file descriptor"},
+		{"vsock dir missing", []string{"--vsock", "cid=3,path=" + filepath.Join(dir, "no/dir/v.sock")}, "--vsock: virtio-vsock: directory of socket"},
+		{"vsock path not a socket", []string{"--vsock", "cid=3,path=" + notSock}, "exists and is not a socket"},
+		{"vsock socket in use", []string{"--vsock", "cid=3,path=" + busy}, "in use by another process"},
+		{"console port dir missing", []string{"--console-port", "name=a,path=" + filepath.Join(dir, "no/dir/p.sock")}, "--console-port a: directory of socket"},
+		{"console port in use", []string{"--console-port", "name=a,path=" + busy}, "in use by another process"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"boot", "--kernel", k, "--kvm", filepath.Join(dir, "no-kvm")}, tc.args...)
+			if tc.name == "fd not a TAP" {
+				// The VMM takes the descriptor over (and closes it on this
+				// error): give it one of its own, not fd 0.
+				fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				args[len(args)-1] = "fd=" + strconv.Itoa(fd)
+			}
+			code, _, stderr := run(t, args...)
+			if code != 1 || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want exit 1 and %q", code, stderr, tc.want)
+			}
+			if strings.Contains(stderr, "no-kvm") {
+				t.Fatalf("the machine was created before the device error: %q", stderr)
+			}
+			t.Log(strings.TrimSpace(stderr))
+		})
+	}
+	// A busy socket's file is left alone; a stale one is replaced.
+	if _, err := os.Stat(busy); err != nil {
+		t.Errorf("busy socket removed: %v", err)
+	}
+}
+
+// TestOpenDevices opens one of each device the host can offer without
+// privileges (disk read-only and read-write, rng, console with a named
+// port, vsock) and checks the PCI slot order and that close releases the
+// sockets.
+func TestOpenDevices(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(img, make([]byte, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := filepath.Join(dir, "port.sock")
+	vs := filepath.Join(dir, "vsock.sock")
+	f := deviceFlags{
+		disks:         []diskSpec{{path: img, serial: "one"}, {path: img + ".ro", readOnly: true}},
+		rng:           true,
+		virtioConsole: true,
+		ports:         []portSpec{{name: "org.test.port", path: port}},
+		vsock:         &vsockSpec{cid: 3, path: vs},
+	}
+	if err := os.WriteFile(img+".ro", make([]byte, 1<<20), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	o, err := f.open(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []virtio.DeviceType
+	for _, d := range o.list {
+		types = append(types, d.Type())
+	}
+	want := []virtio.DeviceType{virtio.TypeBlock, virtio.TypeBlock, virtio.TypeRNG, virtio.TypeConsole, virtio.TypeVsock}
+	if !reflect.DeepEqual(types, want) {
+		t.Errorf("device order %v, want %v", types, want)
+	}
+	if o.hvcIn == nil {
+		t.Error("--virtio-console: no stdin pipe for hvc0")
+	}
+	for _, p := range []string{port, vs} {
+		if st, err := os.Stat(p); err != nil || st.Mode()&os.ModeSocket == 0 {
+			t.Errorf("%s: not a listening socket (%v)", p, err)
+		}
+	}
+	o.close()
+	for _, p := range []string{port, vs} {
+		if c, err := stdnet.Dial("unix", p); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections after close", p)
+		}
+	}
+}
+
+// TestSocketPort: the host side of a named console port carries bytes both
+// ways, survives a client leaving, turns a second client away, drops output
+// while nobody is connected and ends reads on Close.
+func TestSocketPort(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.sock")
+	p, err := listenPort(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if n, err := p.Write([]byte("lost")); n != 4 || err != nil {
+		t.Fatalf("write without a client: %d, %v", n, err)
+	}
+	if p.dropped.Load() != 4 {
+		t.Fatalf("dropped %d, want 4", p.dropped.Load())
+	}
+	reads := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := p.Read(buf)
+			if err != nil {
+				close(reads)
+				return
+			}
+			reads <- string(buf[:n])
+		}
+	}()
+	for round := 0; round < 2; round++ {
+		c, err := stdnet.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("from host")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-reads:
+			if got != "from host" {
+				t.Fatalf("round %d: guest side read %q", round, got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: nothing read", round)
+		}
+		if round == 0 {
+			// A second client is turned away while the first is connected.
+			c2, err := stdnet.Dial("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			line, _ := bufio.NewReader(c2).ReadString('\n')
+			c2.Close()
+			if !strings.Contains(line, "busy") {
+				t.Errorf("second client got %q, want a busy notice", line)
+			}
+		}
+		if _, err := p.Write([]byte("to host\n")); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil || line != "to host\n" {
+			t.Fatalf("round %d: host read %q, %v", round, line, err)
+		}
+		c.Close() // the port waits for the next client
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case _, ok := <-reads:
+		if ok {
+			t.Fatal("read data after close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read did not return after Close")
+	}
+	if _, err := os.Stat(path); err == nil {
+		t.Error("socket file left after Close")
+	}
+}
