@@ -1,6 +1,7 @@
 package acpipm
 
 import (
+	"github.com/vmmgo/vmm/vmm/devices/internal/guestlog"
 	"sync"
 
 	"github.com/sirupsen/logrus"
@@ -75,12 +76,12 @@ type PM struct {
 	powerOff func()
 	sci      func(bool)
 	stats    Stats
-	glog     *guestLog
+	glog     *guestlog.Logger
 }
 
 // New returns the PM block with SCI_EN set (see doc.go).
 func New(opt Options) *PM {
-	return &PM{cnt: cntSCIEn, powerOff: opt.PowerOff, sci: opt.SCI, glog: newGuestLog(opt.Log, "acpipm")}
+	return &PM{cnt: cntSCIEn, powerOff: opt.PowerOff, sci: opt.SCI, glog: guestlog.New(opt.Log, "acpipm")}
 }
 
 // Block is one register block of the PM device, a bus device.
@@ -148,7 +149,7 @@ func (p *PM) readByte(control bool, off uint64) uint8 {
 		return byteOf(p.cnt&cntMask, off == 1)
 	}
 	p.stats.BadAccesses++
-	p.glog.warnf("read at offset %#x of the PM1 %s block", off, blockName(control))
+	p.glog.Warnf("read at offset %#x of the PM1 %s block", off, blockName(control))
 	return 0xFF
 }
 
@@ -180,12 +181,12 @@ func (p *PM) writeByte(control bool, off uint64, v uint8) bool {
 				return true
 			}
 			p.stats.SleepIgnored++
-			p.glog.warnf("sleep type %d requested; only S5 (%d) is supported", typ, SleepTypeS5)
+			p.glog.Warnf("sleep type %d requested; only S5 (%d) is supported", typ, SleepTypeS5)
 		}
 		p.cnt &^= cntGblRls // GBL_RLS is write-only too
 	default:
 		p.stats.BadAccesses++
-		p.glog.warnf("write %#x at offset %#x of the PM1 %s block", v, off, blockName(control))
+		p.glog.Warnf("write %#x at offset %#x of the PM1 %s block", v, off, blockName(control))
 	}
 	return false
 }
@@ -225,7 +226,7 @@ type ResetControl struct {
 	reset  func()
 	resets uint64
 	bad    uint64
-	glog   *guestLog
+	glog   *guestlog.Logger
 }
 
 // Reset control register bits.
@@ -238,7 +239,7 @@ const (
 // NewResetControl returns the 0xCF9 device; reset runs (without locks
 // held) when the guest requests a reset.
 func NewResetControl(reset func(), log *logrus.Entry) *ResetControl {
-	return &ResetControl{reset: reset, glog: newGuestLog(log, "resetctl")}
+	return &ResetControl{reset: reset, glog: guestlog.New(log, "resetctl")}
 }
 
 // BusRead returns SYS_RST and FULL_RST as last written.
@@ -260,7 +261,7 @@ func (r *ResetControl) BusWrite(vcpu int, off uint64, data []byte) {
 	r.mu.Lock()
 	if off != 0 || len(data) != 1 {
 		r.bad++
-		r.glog.warnf("write of %d bytes at offset %#x", len(data), off)
+		r.glog.Warnf("write of %d bytes at offset %#x", len(data), off)
 	}
 	fire := false
 	if off == 0 && len(data) > 0 {

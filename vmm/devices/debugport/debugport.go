@@ -1,6 +1,7 @@
 package debugport
 
 import (
+	"github.com/vmmgo/vmm/vmm/devices/internal/guestlog"
 	"io"
 	"sync"
 	"time"
@@ -25,13 +26,13 @@ type Console struct {
 	line   []byte
 	bytes  uint64
 	errors uint64
-	glog   *guestLog
+	glog   *guestlog.Logger
 }
 
 // NewConsole returns a debug console writing complete lines to w (nil:
 // discarded).
 func NewConsole(w io.Writer, log *logrus.Entry) *Console {
-	return &Console{w: w, line: make([]byte, 0, 128), glog: newGuestLog(log, "debugcon")}
+	return &Console{w: w, line: make([]byte, 0, 128), glog: guestlog.New(log, "debugcon")}
 }
 
 // BusRead returns ReadbackValue in every byte.
@@ -62,7 +63,7 @@ func (c *Console) flush() {
 	if c.w != nil {
 		if _, err := c.w.Write(c.line); err != nil {
 			c.errors++
-			c.glog.warnf("debug console write: %v", err)
+			c.glog.Warnf("debug console write: %v", err)
 		}
 	}
 	c.line = c.line[:0]

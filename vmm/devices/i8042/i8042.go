@@ -1,6 +1,7 @@
 package i8042
 
 import (
+	"github.com/vmmgo/vmm/vmm/devices/internal/guestlog"
 	"sync"
 
 	"github.com/sirupsen/logrus"
@@ -127,7 +128,7 @@ type Controller struct {
 	reset func()
 
 	stats Stats
-	glog  *guestLog
+	glog  *guestlog.Logger
 }
 
 // New returns a controller in the state a PC BIOS leaves it.
@@ -136,7 +137,7 @@ func New(opt Options) *Controller {
 		outport: outResetLine | outA20,
 		irq1:    opt.IRQ1,
 		reset:   opt.Reset,
-		glog:    newGuestLog(opt.Log, "i8042"),
+		glog:    guestlog.New(opt.Log, "i8042"),
 		queue:   make([]outByte, 0, queueSize),
 	}
 	c.ram[0] = initialCTR
@@ -165,7 +166,7 @@ func (p *Port) BusRead(vcpu int, off uint64, data []byte) {
 		switch {
 		case off != 0 || i != 0:
 			c.stats.BadAccesses++
-			c.glog.warnf("read of %d bytes at offset %#x", len(data), off)
+			c.glog.Warnf("read of %d bytes at offset %#x", len(data), off)
 			data[i] = 0xFF
 		case p.command:
 			data[i] = c.status()
@@ -184,7 +185,7 @@ func (p *Port) BusWrite(vcpu int, off uint64, data []byte) {
 	c.mu.Lock()
 	if off != 0 || len(data) != 1 {
 		c.stats.BadAccesses++
-		c.glog.warnf("write of %d bytes at offset %#x", len(data), off)
+		c.glog.Warnf("write of %d bytes at offset %#x", len(data), off)
 	}
 	var reset bool
 	if off == 0 && len(data) > 0 {
@@ -237,7 +238,7 @@ func (c *Controller) readData() uint8 {
 func (c *Controller) put(v uint8) {
 	if len(c.queue) == queueSize {
 		c.stats.QueueOverflows++
-		c.glog.warnf("output queue full, dropping %#x", v)
+		c.glog.Warnf("output queue full, dropping %#x", v)
 		return
 	}
 	c.queue = append(c.queue, outByte{b: v})
@@ -312,7 +313,7 @@ func (c *Controller) command(cmd uint8) bool {
 		// keyboard. See doc.go for why Linux wants exactly this.
 		c.stats.Unsupported++
 		if cmd != cmdAUXLoop && cmd != cmdAUXSend {
-			c.glog.warnf("unsupported controller command %#x", cmd)
+			c.glog.Warnf("unsupported controller command %#x", cmd)
 		}
 	}
 	return false

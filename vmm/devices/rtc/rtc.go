@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"github.com/vmmgo/vmm/vmm/devices/internal/guestlog"
 	"sync"
 	"time"
 
@@ -115,13 +116,13 @@ type RTC struct {
 	closed bool
 
 	stats Stats
-	glog  *guestLog
+	glog  *guestlog.Logger
 }
 
 // New returns an RTC whose clock is the host's (UTC), in BCD 24-hour mode,
 // with CMOS memory sizes filled in from opt.
 func New(opt Options) *RTC {
-	r := &RTC{now: opt.Now, irq: opt.IRQ, glog: newGuestLog(opt.Log, "rtc")}
+	r := &RTC{now: opt.Now, irq: opt.IRQ, glog: guestlog.New(opt.Log, "rtc")}
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -214,7 +215,7 @@ func (r *RTC) BusRead(vcpu int, off uint64, data []byte) {
 			data[i] = r.readReg(now)
 		default:
 			r.stats.BadAccesses++
-			r.glog.warnf("read at offset %#x", off+uint64(i))
+			r.glog.Warnf("read at offset %#x", off+uint64(i))
 			data[i] = 0xFF
 		}
 	}
@@ -236,7 +237,7 @@ func (r *RTC) BusWrite(vcpu int, off uint64, data []byte) {
 			r.writeReg(now, v)
 		default:
 			r.stats.BadAccesses++
-			r.glog.warnf("write %#x at offset %#x", v, off+uint64(i))
+			r.glog.Warnf("write %#x at offset %#x", v, off+uint64(i))
 		}
 	}
 	r.updateIRQ()
@@ -321,7 +322,7 @@ func (r *RTC) thaw(now time.Time) {
 	t, ok := r.decodeTime(func(i uint8) uint8 { return r.cmos[i] })
 	if !ok {
 		r.stats.BadWrites++
-		r.glog.warnf("invalid time set: % x, clock unchanged", r.cmos[:10])
+		r.glog.Warnf("invalid time set: % x, clock unchanged", r.cmos[:10])
 		return
 	}
 	r.setOffset(now, t)
@@ -346,7 +347,7 @@ func (r *RTC) setTimeReg(now time.Time, i uint8, v uint8) {
 	})
 	if !ok {
 		r.stats.BadWrites++
-		r.glog.warnf("invalid value %#x for time register %#x ignored", v, i)
+		r.glog.Warnf("invalid value %#x for time register %#x ignored", v, i)
 		return
 	}
 	r.setOffset(now, t)

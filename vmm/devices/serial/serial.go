@@ -2,6 +2,7 @@ package serial
 
 import (
 	"context"
+	"github.com/vmmgo/vmm/vmm/devices/internal/guestlog"
 	"io"
 	"sync"
 
@@ -153,7 +154,7 @@ type UART struct {
 	txByte  [1]byte
 
 	stats Stats
-	glog  *guestLog
+	glog  *guestlog.Logger
 }
 
 // New returns a UART in its power-on state (PC16550D table III: IER=0,
@@ -172,7 +173,7 @@ func New(opt Options) *UART {
 		irq:     opt.IRQ,
 		console: opt.Console,
 		logFile: opt.LogFile,
-		glog:    newGuestLog(opt.Log, "serial"),
+		glog:    guestlog.New(opt.Log, "serial"),
 	}
 	// THR starts empty; with IER=0 this raises nothing.
 	u.thrPending = true
@@ -240,7 +241,7 @@ func (u *UART) readReg(off uint64) uint8 {
 		return u.scr
 	}
 	u.stats.BadAccesses++
-	u.glog.warnf("read of unknown register offset %#x", off)
+	u.glog.Warnf("read of unknown register offset %#x", off)
 	return 0xFF
 }
 
@@ -294,7 +295,7 @@ func (u *UART) writeReg(off uint64, v uint8) {
 		u.scr = v
 	default:
 		u.stats.BadAccesses++
-		u.glog.warnf("write %#x to unknown register offset %#x", v, off)
+		u.glog.Warnf("write %#x to unknown register offset %#x", v, off)
 	}
 }
 
@@ -335,13 +336,13 @@ func (u *UART) transmit(v uint8) {
 	if u.console != nil {
 		if _, err := u.console.Write(u.txByte[:]); err != nil {
 			u.stats.OutputErrors++
-			u.glog.warnf("console write: %v", err)
+			u.glog.Warnf("console write: %v", err)
 		}
 	}
 	if u.logFile != nil {
 		if _, err := u.logFile.Write(u.txByte[:]); err != nil {
 			u.stats.OutputErrors++
-			u.glog.warnf("serial log write: %v", err)
+			u.glog.Warnf("serial log write: %v", err)
 		}
 	}
 }

@@ -1,4 +1,5 @@
-package rtc
+// Package guestlog rate-limits log lines that a guest can trigger.
+package guestlog
 
 import (
 	"io"
@@ -8,10 +9,10 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// guestLog logs guest-triggered events (unknown registers, odd accesses) at
+// Logger logs guest-triggered events (unknown registers, odd accesses) at
 // most once per interval and counts what it suppressed, so a misbehaving
 // guest cannot flood the VMM's log.
-type guestLog struct {
+type Logger struct {
 	mu         sync.Mutex
 	log        *logrus.Entry
 	interval   time.Duration
@@ -19,16 +20,18 @@ type guestLog struct {
 	suppressed uint64
 }
 
-func newGuestLog(log *logrus.Entry, device string) *guestLog {
+// New returns a Logger for one device (nil log: discard).
+func New(log *logrus.Entry, device string) *Logger {
 	if log == nil {
 		l := logrus.New()
 		l.Out = io.Discard
 		log = logrus.NewEntry(l)
 	}
-	return &guestLog{log: log.WithField("device", device), interval: time.Second}
+	return &Logger{log: log.WithField("device", device), interval: time.Second}
 }
 
-func (g *guestLog) warnf(format string, args ...any) {
+// Warnf logs at warning level, at most once a second.
+func (g *Logger) Warnf(format string, args ...any) {
 	g.mu.Lock()
 	now := time.Now()
 	if now.Before(g.next) {
