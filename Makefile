@@ -2,7 +2,8 @@
 #   make run    boot the default Linux guest (builds the VMM, the guest kernel
 #               and initramfs first, all from Debian packages and Go modules)
 #   make test   run the whole test suite (installs what the tests need,
-#               reserves hugetlb pages for them and gives them back)
+#               reserves hugetlb pages for them and gives them back), then
+#               every fuzz target for FUZZTIME (5s) each: scripts/fuzz.sh
 GO      ?= go
 BIN     := bin/vmm
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -32,6 +33,7 @@ test: setup
 	status=0; \
 	$(GO) vet ./... || status=$$?; \
 	if [ $$status -eq 0 ]; then $(GO) test -timeout $(TEST_TIMEOUT) ./... || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then GO=$(GO) ./scripts/fuzz.sh || status=$$?; fi; \
 	./scripts/hugepages.sh restore; \
 	exit $$status
 

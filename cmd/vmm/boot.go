@@ -9,8 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
-	"strings"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/vmmgo/vmm/vmm"

@@ -385,9 +385,11 @@ func (f *deviceFlags) open(log *logrus.Entry, stdout io.Writer) (_ *openedDevice
 }
 
 // socketPort is the host side of a named console port: a unix socket the
-// VMM listens on. One client at a time is connected (others are turned
-// away); while none is, guest output is dropped (counted) and reads wait,
-// like a serial line with nobody on the other end.
+// VMM listens on. One client at a time is connected: a new client replaces
+// the previous one (which is disconnected), so a client that reconnects is
+// never refused because its old connection has not been noticed closed yet.
+// While none is connected, guest output is dropped (counted) and reads
+// wait, like a serial line with nobody on the other end.
 type socketPort struct {
 	ln   *stdnet.UnixListener
 	path string
@@ -434,15 +436,18 @@ func (p *socketPort) accept() {
 			return // listener closed
 		}
 		p.mu.Lock()
-		if p.conn != nil || p.closed {
+		if p.closed {
 			p.mu.Unlock()
-			io.WriteString(c, "vmm: console port busy\n")
 			c.Close()
-			continue
+			return
 		}
+		prev := p.conn
 		p.conn = c
 		p.cond.Broadcast()
 		p.mu.Unlock()
+		if prev != nil {
+			prev.Close() // its pending Read fails; drop leaves the new conn alone
+		}
 	}
 }
 
@@ -572,7 +577,7 @@ func printVirtioStats(w io.Writer, m *vmm.Machine) {
 	fmt.Fprintf(w, "virtio: %d devices (%d driven), doorbells %d (%d through ioeventfds on %d queues), MSIs %d (failed %d), INTx assertions %d, BAR moves %d\r\n",
 		s.Devices, s.DriverOK, s.Notifies, s.EventfdKicks, s.IOEventFDs, s.MSIs, s.MSIErrors, s.INTxAssertions, s.BARMoves)
 	for _, d := range m.VirtioDevices() {
-		fmt.Fprintf(w, "  %-22s slot %d status %#04x BAR %#x notifies %d interrupts %d\r\n",
+		fmt.Fprintf(w, "  %-22s slot %d status %#02x BAR %#x notifies %d interrupts %d\r\n",
 			d.Name(), d.Slot(), d.Status(), d.Region().Addr, d.Stats.Notifies.Load(), d.Stats.Interrupts.Load())
 	}
 }

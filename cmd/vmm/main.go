@@ -118,8 +118,17 @@ Exit codes:
   6  stopped by SIGINT/SIGTERM or the console escape (Ctrl-A x)
 `
 
-func runVersion(_ context.Context, args []string, stdout, _ io.Writer) (int, error) {
-	if len(args) > 0 && args[0] != "--help" && args[0] != "-h" {
+func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	if len(args) == 1 && (args[0] == "--help" || args[0] == "-help" || args[0] == "-h") {
+		io.WriteString(stderr, `Usage: vmm version
+
+Prints the version of this vmm binary (set at build time by the Makefile
+from git describe; "dev" plus the VCS revision for a plain go build) and
+the Go toolchain it was built with. 'vmm --version' is the same.
+`)
+		return 0, errHelp
+	}
+	if len(args) > 0 {
 		return 2, usagef("version takes no arguments")
 	}
 	v := version

@@ -176,7 +176,12 @@ func (d *Device) config() [configLen]byte {
 	le.PutUint64(c[0:], d.size/SectorSize)
 	le.PutUint32(c[8:], sizeMax)
 	le.PutUint32(c[12:], segMax)
-	le.PutUint32(c[20:], blockSize)
+	// blk_size is what Linux takes as the logical block size (virtio_blk.c:
+	// blk_queue_logical_block_size). 512, as QEMU and Cloud Hypervisor
+	// report for image files: a 4096 here makes a 4Kn disk on which ext4
+	// with 1 KiB blocks (mkfs's default for small images), FAT and 512-byte
+	// partition tables cannot be used. 4 KiB is the physical size below.
+	le.PutUint32(c[20:], SectorSize)
 	c[24] = 3 // physical_block_exp: 4096 = 512 << 3
 	le.PutUint16(c[26:], blockSize/SectorSize)
 	le.PutUint16(c[34:], 1) // num_queues

@@ -143,7 +143,7 @@ func TestConfigSpace(t *testing.T) {
 	if cap := le.Uint64(c); cap != 2048 {
 		t.Errorf("capacity %d sectors", cap)
 	}
-	if le.Uint32(c[8:]) == 0 || le.Uint32(c[12:]) == 0 || le.Uint32(c[20:]) != 4096 {
+	if le.Uint32(c[8:]) == 0 || le.Uint32(c[12:]) == 0 || le.Uint32(c[20:]) != 512 {
 		t.Errorf("size_max/seg_max/blk_size %v", c[8:24])
 	}
 	f := d.Features()

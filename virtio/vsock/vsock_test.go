@@ -383,3 +383,27 @@ func FuzzHeader(f *testing.F) {
 		}
 	})
 }
+
+// TestHostConnectRefused: when the guest answers the host's REQUEST with a
+// reset (nobody listens on that port), the host's connection is closed
+// without an "OK" line. (It used to stay open for ever: the stream had no
+// writer goroutine yet to close it.)
+func TestHostConnectRefused(t *testing.T) {
+	g := newGuest(t)
+	hc, err := net.Dial("unix", g.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	if _, err := hc.Write([]byte("CONNECT 1234\n")); err != nil {
+		t.Fatal(err)
+	}
+	g.h.Dev.Notify(0)
+	h, _ := g.expect(vsock.OpRequest)
+	g.send(vsock.Header{SrcPort: 1234, DstPort: h.SrcPort, Op: vsock.OpRST}, nil)
+	_ = hc.SetReadDeadline(time.Now().Add(wait))
+	b, err := io.ReadAll(hc)
+	if err != nil || len(b) != 0 {
+		t.Fatalf("host connection after the guest's reset: read %q, %v; want EOF", b, err)
+	}
+}

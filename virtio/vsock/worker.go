@@ -324,7 +324,10 @@ func (w *worker) teardown(c *conn, graceful, rst bool) {
 	if c.uc == nil {
 		return
 	}
-	if !graceful || c.wsig == nil {
+	// A graceful end lets the writer goroutine flush and close; a stream
+	// the guest refused before it was established (RST answering our
+	// REQUEST) has no writer yet, so its socket is closed here.
+	if !graceful || c.wsig == nil || c.resume == nil {
 		c.uc.Close()
 	} else {
 		select {

@@ -1,0 +1,345 @@
+package vmm
+
+// Soak and concurrency tests for the Go API: many tiny-guest machines
+// created, run and closed in one process must leave no file descriptors,
+// threads, goroutines or memory behind, and machines running side by side
+// must not see each other's state.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmmgo/vmm/internal/tinyguest"
+	"github.com/vmmgo/vmm/kvm/kvmtest"
+	"github.com/vmmgo/vmm/memory"
+)
+
+// Where the host puts a soak guest's input and the guest its answer.
+const (
+	soakInputGPA  = 0x200000
+	soakOutputGPA = 0x200008
+	soakRounds    = 1000
+	lcgMul        = 6364136223846793005
+	lcgAdd        = 1442695040888963407
+)
+
+// soakGuestSrc reads a 64-bit input, runs soakRounds steps of a 64-bit LCG
+// over it, stores the result and exits with its low 32 bits as the code.
+const soakGuestSrc = `
+	mov 0x200000, %rax
+	movabs $6364136223846793005, %rbx
+	movabs $1442695040888963407, %rcx
+	mov $1000, %edx
+1:	imul %rbx, %rax
+	add %rcx, %rax
+	dec %edx
+	jnz 1b
+	mov %rax, 0x200008
+	out %eax, $0xf4`
+
+// soakExpect is what soakGuestSrc computes for in.
+func soakExpect(in uint64) uint64 {
+	x := in
+	for range soakRounds {
+		x = x*lcgMul + lcgAdd
+	}
+	return x
+}
+
+// runSoakGuest builds, runs and closes one machine and checks its answer.
+func runSoakGuest(code []byte, backend memory.Kind, cpus int, in uint64) error {
+	cfg := DefaultConfig()
+	cfg.Memory = 8 << 20
+	cfg.MemoryBackend = backend
+	cfg.CPUs = cpus
+	cfg.Timeout = 20 * time.Second
+	m, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.LoadRaw(RawImage{Data: code, Addr: rawOrg}); err != nil {
+		return err
+	}
+	var b [8]byte
+	for i := range b {
+		b[i] = byte(in >> (8 * i))
+	}
+	if err := m.Memory().Write(soakInputGPA, b[:]); err != nil {
+		return err
+	}
+	res, err := m.Run(context.Background())
+	if err != nil {
+		return err
+	}
+	want := soakExpect(in)
+	if res.Outcome != OutcomePowerOff || res.Code != uint32(want) {
+		return fmt.Errorf("input %#x: guest ended %v code %#x (%s), want power-off code %#x\n%s",
+			in, res.Outcome, res.Code, res.Detail, uint32(want), res.Dump)
+	}
+	if err := m.Memory().Read(soakOutputGPA, b[:]); err != nil {
+		return err
+	}
+	var got uint64
+	for i := range b {
+		got |= uint64(b[i]) << (8 * i)
+	}
+	if got != want {
+		return fmt.Errorf("input %#x: guest stored %#x, want %#x", in, got, want)
+	}
+	return m.Close()
+}
+
+// procSnapshot is what a process holds: open fds, OS threads, goroutines
+// and resident memory.
+type procSnapshot struct {
+	FDs, Threads, Goroutines int
+	RSSKiB                   int64
+}
+
+func (s procSnapshot) String() string {
+	return fmt.Sprintf("fds %d, threads %d, goroutines %d, RSS %d KiB", s.FDs, s.Threads, s.Goroutines, s.RSSKiB)
+}
+
+// takeSnapshot collects garbage first, so that finalizers closing forgotten
+// fds would show up as a difference between two snapshots, not hide one.
+func takeSnapshot(t testing.TB) procSnapshot {
+	t.Helper()
+	runtime.GC()
+	debug.FreeOSMemory()
+	var s procSnapshot
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.FDs = len(ents) - 1 // the directory read itself held one
+	s.Goroutines = runtime.NumGoroutine()
+	st, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(st))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))
+		switch k {
+		case "Threads":
+			s.Threads, _ = strconv.Atoi(v)
+		case "VmRSS":
+			s.RSSKiB, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	if s.Threads == 0 || s.RSSKiB == 0 {
+		t.Fatalf("could not read Threads/VmRSS from /proc/self/status:\n%s", st)
+	}
+	return s
+}
+
+// Tolerances of a soak: fds and goroutines must come back exactly (a
+// goroutine may take a moment to return: settle polls); the Go runtime keeps
+// idle OS threads it created for blocking syscalls, so a few more threads
+// are allowed; RSS may grow by heap fragmentation, not by one machine's RAM
+// per iteration (8 MiB each: 200 leaked machines would be 1.6 GiB).
+const (
+	soakThreadSlack = 4
+	soakRSSSlackKiB = 16 << 10
+)
+
+func checkSoak(t *testing.T, before procSnapshot, settle func() procSnapshot) procSnapshot {
+	t.Helper()
+	after := settle()
+	if after.FDs != before.FDs {
+		t.Errorf("open fds: %d before, %d after", before.FDs, after.FDs)
+	}
+	if after.Goroutines != before.Goroutines {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		t.Errorf("goroutines: %d before, %d after\n%s", before.Goroutines, after.Goroutines, buf)
+	}
+	if after.Threads > before.Threads+soakThreadSlack {
+		t.Errorf("threads: %d before, %d after (slack %d)", before.Threads, after.Threads, soakThreadSlack)
+	}
+	if after.RSSKiB > before.RSSKiB+soakRSSSlackKiB {
+		t.Errorf("RSS: %d KiB before, %d KiB after (slack %d KiB)", before.RSSKiB, after.RSSKiB, soakRSSSlackKiB)
+	}
+	return after
+}
+
+// settleSnapshot retakes the snapshot until fds and goroutines match before
+// or a deadline passes (goroutines of a closed machine may still be
+// returning when Close does).
+func settleSnapshot(t testing.TB, before procSnapshot) func() procSnapshot {
+	return func() procSnapshot {
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			s := takeSnapshot(t)
+			if (s.FDs == before.FDs && s.Goroutines == before.Goroutines) || time.Now().After(deadline) {
+				return s
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// TestSoakSequentialMachines creates, runs and closes 200 tiny-guest
+// machines one after another (alternating anon and memfd RAM, one and two
+// vCPUs) and checks that the process holds what it held before.
+func TestSoakSequentialMachines(t *testing.T) {
+	kvmtest.Open(t)
+	n := 200
+	if testing.Short() {
+		n = 40
+	}
+	code, err := tinyguest.Assemble(soakGuestSrc, rawOrg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(i int) error {
+		backend := memory.KindAnon
+		if i%2 == 1 {
+			backend = memory.KindMemfd
+		}
+		return runSoakGuest(code, backend, 1+i%3/2, uint64(i)*0x9e3779b97f4a7c15+1)
+	}
+	// Warm up: the first machines create the runtime's threads and the
+	// package's lazily initialised state (host emulation probe, caches).
+	for i := range 5 {
+		if err := run(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := takeSnapshot(t)
+	start := time.Now()
+	deadline := start.Add(150 * time.Second)
+	for i := range n {
+		if err := run(i); err != nil {
+			t.Fatalf("machine %d: %v", i, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("machine %d: soak exceeded its deadline (%v)", i, time.Since(start))
+		}
+	}
+	elapsed := time.Since(start)
+	after := checkSoak(t, before, settleSnapshot(t, before))
+	t.Logf("%d machines in %v (%v each)\nbefore: %v\nafter:  %v", n, elapsed.Round(time.Millisecond),
+		(elapsed / time.Duration(n)).Round(time.Microsecond), before, after)
+}
+
+// TestConcurrentMachines runs 16 machines at once, each on its own input,
+// and checks every answer (the guests share nothing: memory, exit codes and
+// stop reasons are per machine). Run with -race to check the VMM's own
+// synchronisation between vCPU threads and the host side.
+func TestConcurrentMachines(t *testing.T) {
+	kvmtest.Open(t)
+	const n = 16
+	code, err := tinyguest.Assemble(soakGuestSrc, rawOrg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := takeSnapshot(t)
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			backend := memory.KindAnon
+			if i%4 == 3 {
+				backend = memory.KindMemfd
+			}
+			errs[i] = runSoakGuest(code, backend, 1+i%2, uint64(i+1)*0x0123456789abcdef)
+		}()
+	}
+	t0 := time.Now()
+	close(start)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(90 * time.Second):
+		t.Fatal("16 concurrent machines did not finish within 90s")
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("machine %d: %v", i, err)
+		}
+	}
+	after := checkSoak(t, before, settleSnapshot(t, before))
+	t.Logf("%d machines in parallel in %v\nbefore: %v\nafter:  %v", n, time.Since(t0).Round(time.Millisecond), before, after)
+}
+
+// TestGDBClientVanishesWhileRunning: a debugger that continues the guest and
+// disappears (killed, network gone) before the guest stops leaves the VMM
+// working: the stop it could not report waits for the next client, which
+// attaches, sees where the guest is, and runs it to its correct end.
+func TestGDBClientVanishesWhileRunning(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	m, sock, _, done := startGDBMachine(t, ctx, gdbGuest)
+	send := func(c net.Conn, payload string) {
+		t.Helper()
+		if _, err := c.Write([]byte("$" + payload + "#" + checksum(payload))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c1, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1.SetDeadline(time.Now().Add(20 * time.Second))
+	send(c1, fmt.Sprintf("Z1,%x,1", gdbBP1))
+	readUntil(t, c1, "OK")
+	send(c1, "c")
+	c1.Close() // gone while the guest runs towards the breakpoint
+
+	deadline := time.Now().Add(10 * time.Second)
+	for !m.Parked(0) {
+		select {
+		case res := <-done:
+			t.Fatalf("the guest ran past the breakpoint of the vanished client: %v (%s)", res.Outcome, res.Detail)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the guest did not stop at the breakpoint set by the vanished client\n%s", m.DumpState())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r, err := m.vcpus[0].cpu.Regs(); err != nil || r.RIP != gdbBP1 {
+		t.Fatalf("guest parked at rip %#x (%v), want the breakpoint %#x", r.RIP, err, gdbBP1)
+	}
+
+	c2, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("a new client cannot connect after the first vanished: %v", err)
+	}
+	defer c2.Close()
+	c2.SetDeadline(time.Now().Add(20 * time.Second))
+	send(c2, "?")
+	readUntil(t, c2, "#") // a stop reply
+	send(c2, fmt.Sprintf("z1,%x,1", gdbBP1))
+	readUntil(t, c2, "OK")
+	send(c2, "M200004,4:78563412")
+	readUntil(t, c2, "OK")
+	send(c2, "c")
+	readUntil(t, c2, "W36") // exit code 0x11+1+2+0x22
+	res := waitResult(t, done, 10*time.Second)
+	if res.Outcome != OutcomePowerOff || res.Code != 0x36 {
+		t.Fatalf("guest ended %v code %#x (%s), want power-off 0x36", res.Outcome, res.Code, res.Detail)
+	}
+}
