@@ -284,44 +284,87 @@ func TestConcurrentMachines(t *testing.T) {
 	t.Logf("%d machines in parallel in %v\nbefore: %v\nafter:  %v", n, time.Since(t0).Round(time.Millisecond), before, after)
 }
 
-// TestGDBClientVanishesWhileRunning: a debugger that continues the guest and
-// disappears (killed, network gone) before the guest stops leaves the VMM
-// working: the stop it could not report waits for the next client, which
-// attaches, sees where the guest is, and runs it to its correct end.
+// vanishGuest waits for the host to set 0x200100, passes vanishBP1
+// (counting at 0x200104), waits for 0x200108, then at vanishBP2 exits with
+// the count plus 0x30.
+const vanishGuest = `
+wait1:	pause
+	cmpl $0, 0x200100
+	je wait1
+	.org 0x40
+bp1:	incl 0x200104
+wait2:	pause
+	cmpl $0, 0x200108
+	je wait2
+	.org 0x80
+bp2:	mov 0x200104, %eax
+	add $0x30, %eax
+	out %eax, $0xf4`
+
+const (
+	vanishBP1 = rawOrg + 0x40
+	vanishBP2 = rawOrg + 0x80
+)
+
+// TestGDBClientVanishesWhileRunning: a debugger that sets breakpoints,
+// continues the guest and disappears (killed, network gone) while it runs
+// leaves the guest running free: its breakpoints are gone with it. A new
+// client then attaches, stops the guest, and drives it to its correct end.
 func TestGDBClientVanishesWhileRunning(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	m, sock, _, done := startGDBMachine(t, ctx, gdbGuest)
+	m, sock, _, done := startGDBMachine(t, ctx, vanishGuest)
+	tgt := m.debug.(*gdbTarget)
 	send := func(c net.Conn, payload string) {
 		t.Helper()
 		if _, err := c.Write([]byte("$" + payload + "#" + checksum(payload))); err != nil {
 			t.Fatal(err)
 		}
 	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			select {
+			case res := <-done:
+				t.Fatalf("waiting for %s: the guest ended: %v (%s)", what, res.Outcome, res.Detail)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("waiting for %s: timed out\n%s", what, m.DumpState())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	word := func(gpa uint64) uint32 {
+		var b [4]byte
+		if err := m.Memory().Read(memory.GPA(gpa), b[:]); err != nil {
+			t.Fatal(err)
+		}
+		return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+	}
+
 	c1, err := net.Dial("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c1.SetDeadline(time.Now().Add(20 * time.Second))
-	send(c1, fmt.Sprintf("Z1,%x,1", gdbBP1))
+	send(c1, fmt.Sprintf("Z1,%x,1", vanishBP1))
+	readUntil(t, c1, "OK")
+	send(c1, fmt.Sprintf("Z1,%x,1", vanishBP2))
 	readUntil(t, c1, "OK")
 	send(c1, "c")
-	c1.Close() // gone while the guest runs towards the breakpoint
+	waitFor("the guest to run", func() bool { return !m.Parked(0) })
+	c1.Close() // gone while the guest spins before the breakpoints
+	waitFor("the stub to drop the client", func() bool { return tgt.conns.Load() == 0 })
 
-	deadline := time.Now().Add(10 * time.Second)
-	for !m.Parked(0) {
-		select {
-		case res := <-done:
-			t.Fatalf("the guest ran past the breakpoint of the vanished client: %v (%s)", res.Outcome, res.Detail)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the guest did not stop at the breakpoint set by the vanished client\n%s", m.DumpState())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := m.Memory().Write(0x200100, []byte{1}); err != nil {
+		t.Fatal(err)
 	}
-	if r, err := m.vcpus[0].cpu.Regs(); err != nil || r.RIP != gdbBP1 {
-		t.Fatalf("guest parked at rip %#x (%v), want the breakpoint %#x", r.RIP, err, gdbBP1)
+	waitFor("the guest to pass the vanished client's breakpoint", func() bool { return word(0x200104) == 1 })
+	time.Sleep(20 * time.Millisecond)
+	if m.Parked(0) {
+		t.Fatal("the guest stopped with no debugger attached")
 	}
 
 	c2, err := net.Dial("unix", sock)
@@ -331,15 +374,24 @@ func TestGDBClientVanishesWhileRunning(t *testing.T) {
 	defer c2.Close()
 	c2.SetDeadline(time.Now().Add(20 * time.Second))
 	send(c2, "?")
-	readUntil(t, c2, "#") // a stop reply
-	send(c2, fmt.Sprintf("z1,%x,1", gdbBP1))
+	t.Logf("? -> %q count %d", readUntil(t, c2, "#"), word(0x200104)) // a stop reply: attaching stopped the guest
+	waitFor("the guest to stop for the new client", func() bool { return m.Parked(0) })
+	send(c2, fmt.Sprintf("Z1,%x,1", vanishBP2))
 	readUntil(t, c2, "OK")
-	send(c2, "M200004,4:78563412")
+	send(c2, "M200108,4:01000000")
 	readUntil(t, c2, "OK")
 	send(c2, "c")
-	readUntil(t, c2, "W36") // exit code 0x11+1+2+0x22
+	t.Logf("count %d flag %d", word(0x200104), word(0x200108))
+	readUntil(t, c2, "T05") // at bp2
+	if r, err := m.vcpus[0].cpu.Regs(); err != nil || r.RIP != vanishBP2 {
+		t.Fatalf("stopped at rip %#x (%v), want %#x", r.RIP, err, vanishBP2)
+	}
+	send(c2, fmt.Sprintf("z1,%x,1", vanishBP2))
+	readUntil(t, c2, "OK")
+	send(c2, "c")
+	readUntil(t, c2, "W31") // exit code 1 + 0x30
 	res := waitResult(t, done, 10*time.Second)
-	if res.Outcome != OutcomePowerOff || res.Code != 0x36 {
-		t.Fatalf("guest ended %v code %#x (%s), want power-off 0x36", res.Outcome, res.Code, res.Detail)
+	if res.Outcome != OutcomePowerOff || res.Code != 0x31 {
+		t.Fatalf("guest ended %v code %#x (%s), want power-off 0x31", res.Outcome, res.Code, res.Detail)
 	}
 }

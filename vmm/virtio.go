@@ -24,13 +24,6 @@ import (
 	"github.com/vmmgo/vmm/virtio/pci"
 )
 
-// IRQPCI is the ISA IRQ (= IOAPIC GSI) every virtio function's INTA# is
-// wired to, reported in each function's Interrupt Line register. The DSDT has
-// no _PRT, so Linux falls back to that register ("PCI INT A: no GSI - using
-// ISA IRQ 10"; drivers/acpi/pci_irq.c) and programs the pin level-triggered.
-// 10 is free on this machine (COM1 4, RTC 8, SCI 9, i8042 1) and is what
-// QEMU's PC machines use for PCI links. Drivers normally use MSI-X instead.
-const IRQPCI = 10
 
 // VirtioStats counts how the virtio devices were driven.
 type VirtioStats struct {

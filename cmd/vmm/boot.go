@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/vmmgo/vmm/vmm"
@@ -146,8 +147,7 @@ Flags:
 	}
 	// The images are in guest RAM now: drop the host copies (and whatever
 	// host-side decompression allocated) before the guest runs for hours.
-	releaseKernel()
-	releaseKernel = func() {}
+	releaseKernel() // idempotent: the deferred call does nothing more
 	lc.Kernel, lc.Initrd, kdata, idata = nil, nil, nil, nil
 	debug.FreeOSMemory()
 	stopGDB, err := mf.startGDB(ctx, m, stderr)
@@ -214,7 +214,8 @@ func readInput(what, path string) (data []byte, release func(), err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("map %s %s: %w", what, path, err)
 	}
-	return data, func() { _ = unix.Munmap(data) }, nil
+	var once sync.Once
+	return data, func() { once.Do(func() { _ = unix.Munmap(data) }) }, nil
 }
 
 // dumpOnSIGUSR1 prints every vCPU's state on SIGUSR1 without stopping.

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	stdnet "net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -355,5 +357,79 @@ func TestBootVirtioDevices(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
+	}
+}
+
+// TestOpenTAPByName: --net tap=NAME attaches to an existing TAP (created in
+// a network namespace of its own on a dedicated thread, which exits with
+// the test goroutine and takes the namespace with it), and a TAP already
+// attached elsewhere is refused with a clear error.
+func TestOpenTAPByName(t *testing.T) {
+	type result struct {
+		types []virtio.DeviceType
+		err   error
+		busy  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread leaves the host's namespace
+		var r result
+		defer func() { ch <- r }()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			r.err = err
+			return
+		}
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			r.err = err
+			return
+		}
+		ifr, _ := unix.NewIfreq("vmmtap1")
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			r.err = err
+			return
+		}
+		if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
+			r.err = err
+			return
+		}
+		unix.Close(fd)
+		n, err := parseNet("tap=vmmtap1,mac=52:54:00:00:00:01")
+		if err != nil {
+			r.err = err
+			return
+		}
+		f := deviceFlags{nets: []netSpec{n}}
+		o, err := f.open(nil, io.Discard)
+		if err != nil {
+			r.err = err
+			return
+		}
+		defer o.close()
+		for _, d := range o.list {
+			r.types = append(r.types, d.Type())
+		}
+		// The TAP is single-queue and now in use: a second attach fails.
+		if o2, err := f.open(nil, io.Discard); err == nil {
+			o2.close()
+		} else {
+			r.busy = err
+		}
+	}()
+	r := <-ch
+	if errors.Is(r.err, unix.EPERM) {
+		t.Skipf("cannot create a network namespace and TAP here: %v", r.err)
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.types) != 1 || r.types[0] != virtio.TypeNet {
+		t.Errorf("devices %v, want one virtio-net", r.types)
+	}
+	if r.busy == nil || !strings.Contains(r.busy.Error(), "--net tap=vmmtap1") {
+		t.Errorf("second attach: %v, want an error naming the flag", r.busy)
+	} else {
+		t.Log(r.busy)
 	}
 }
