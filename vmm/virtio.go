@@ -24,7 +24,6 @@ import (
 	"github.com/vmmgo/vmm/virtio/pci"
 )
 
-
 // VirtioStats counts how the virtio devices were driven.
 type VirtioStats struct {
 	// Devices is the number of virtio functions on the bus.
