@@ -1,6 +1,8 @@
 package vmm
 
 import (
+	"fmt"
+
 	"github.com/sirupsen/logrus"
 	"github.com/vmmgo/vmm/kvm"
 	"github.com/vmmgo/vmm/memory"
@@ -70,4 +72,19 @@ func (m *Machine) attachPVMem() error {
 	}
 	m.pvmem = d
 	return m.pio.Register("pvmem", PortPVMem, pvmem.NumPorts, d)
+}
+
+// MemoryReport is the page-state counters and the host footprint of guest
+// RAM, for state dumps (SIGUSR1, Ctrl-A s) while the guest runs.
+func (m *Machine) MemoryReport() string {
+	cs := m.mem.Stats()
+	out := fmt.Sprintf("guest memory: %s %s, shared %d pages, private %d pages\n"+
+		"conversions: to-private %d, to-shared %d, pages converted %d, refused %d, device accesses refused %d\n",
+		m.backend.Kind(), formatSize(m.cfg.Memory), cs.SharedPages, cs.PrivatePages,
+		cs.ToPrivate, cs.ToShared, cs.PagesConverted, cs.Refused, cs.DeviceRefused)
+	if u, err := m.backend.Usage(); err == nil {
+		out += fmt.Sprintf("host footprint of guest RAM: %d bytes in use (resident %d, file blocks %d, hugetlb pages %d)\n",
+			u.InUse, u.Resident, u.Allocated, u.HugePages)
+	}
+	return out
 }

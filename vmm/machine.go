@@ -281,8 +281,12 @@ func (m *Machine) DumpState() string {
 		b.WriteString(v.requestDump(time.Second))
 	}
 	b.WriteString(m.stats.String())
+	b.WriteString(m.MemoryReport())
 	return b.String()
 }
+
+// ExitReport is the exit counters so far, one per line.
+func (m *Machine) ExitReport() string { return m.stats.String() }
 
 // Stats is the exit counters so far.
 func (m *Machine) Stats() map[string]uint64 { return m.stats.snapshot() }

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"sort"
 	"time"
 
 	"github.com/vmmgo/vmm/memory"
@@ -106,24 +105,8 @@ func (f *machineFlags) config(stderr io.Writer) (vmm.Config, error) {
 // printStats writes the counters --stats asks for.
 func printStats(w io.Writer, m *vmm.Machine) {
 	fmt.Fprintf(w, "\r\n--- vmm statistics ---\r\n")
-	exits := m.Stats()
-	keys := make([]string, 0, len(exits))
-	for k := range exits {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	fmt.Fprintf(w, "exits:\r\n")
-	for _, k := range keys {
-		fmt.Fprintf(w, "  %-26s %d\r\n", k, exits[k])
-	}
-	cs := m.ConversionStats()
-	fmt.Fprintf(w, "memory: shared %d pages, private %d pages\r\n", cs.SharedPages, cs.PrivatePages)
-	fmt.Fprintf(w, "conversions: to-private %d, to-shared %d, pages converted %d, refused %d, device accesses refused %d\r\n",
-		cs.ToPrivate, cs.ToShared, cs.PagesConverted, cs.Refused, cs.DeviceRefused)
-	if u, err := m.Footprint(); err == nil {
-		fmt.Fprintf(w, "guest RAM footprint: %d bytes in use of %d (resident %d, file blocks %d, hugetlb pages %d)\r\n",
-			u.InUse, u.Size, u.Resident, u.Allocated, u.HugePages)
-	}
+	fmt.Fprint(w, crlf(m.ExitReport()))
+	fmt.Fprint(w, crlf(m.MemoryReport()))
 }
 
 // startGDB serves the GDB stub when --gdb was given. It must run after the
