@@ -34,6 +34,10 @@ func Open(path string) (*System, error) {
 	v, err := s.APIVersion()
 	if err != nil {
 		unix.Close(fd)
+		if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) {
+			// Some other file or device: KVM_GET_API_VERSION is KVM's.
+			return nil, fmt.Errorf("kvm: %s is not the KVM device (give the path of /dev/kvm, a character device 10:232): %w", path, err)
+		}
 		return nil, fmt.Errorf("kvm: %s: %w", path, err)
 	}
 	if v != APIVersion {
@@ -48,14 +52,19 @@ func openError(path string, err error) error {
 	perr := &fs.PathError{Op: "open", Path: path, Err: err}
 	switch {
 	case errors.Is(err, unix.ENOENT):
-		return fmt.Errorf("%w: %s does not exist (kvm module not loaded, or no hardware virtualization / nested KVM on this host): %w",
+		return fmt.Errorf("%w: %s does not exist (load the module: modprobe kvm_intel or modprobe kvm_amd; "+
+			"if that fails the CPU has no VT-x/AMD-V, it is off in the firmware, or this VM's host offers no nested virtualization): %w",
 			ErrNoKVM, path, perr)
 	case errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV):
-		return fmt.Errorf("%w: %s has no driver (kvm module not loaded, or virtualization disabled in firmware): %w",
+		return fmt.Errorf("%w: %s has no driver (load it: modprobe kvm_intel or modprobe kvm_amd; "+
+			"dmesg says why it refuses, e.g. virtualization disabled in the firmware): %w",
 			ErrNoKVM, path, perr)
 	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-		return fmt.Errorf("kvm: no permission to open %s (add the user to the group owning it, usually \"kvm\", or fix its mode): %w",
+		return fmt.Errorf("kvm: no permission to open %s read-write (add the user to the group owning it, usually \"kvm\": "+
+			"sudo usermod -aG kvm $USER, then log in again; or run as root): %w",
 			path, perr)
+	case errors.Is(err, unix.EISDIR):
+		return fmt.Errorf("%w: %s is a directory, not the KVM device (usually /dev/kvm): %w", ErrNoKVM, path, perr)
 	}
 	return fmt.Errorf("kvm: %w", perr)
 }

@@ -19,6 +19,10 @@ reserve)
 		fi
 		got=$(cat "$f")
 		echo "hugepages: reserved $got 2 MiB pages (was $old)" >&2
+		if [ "$got" -lt "$want" ]; then
+			echo "hugepages: only $got of $want: free memory is short or fragmented; hugetlb tests may fail." >&2
+			echo "hugepages: as root try: sync; echo 3 > /proc/sys/vm/drop_caches; echo 1 > /proc/sys/vm/compact_memory; then again" >&2
+		fi
 	fi
 	;;
 restore)

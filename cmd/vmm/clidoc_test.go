@@ -2,16 +2,21 @@ package main
 
 // docs/cli.md is generated from the CLI's own --help output, so the
 // reference cannot drift from the binary: TestCLIDoc fails when it is stale
-// and says how to regenerate it.
+// and says how to regenerate it. The help and error texts a user reads are
+// checked here too.
 
 import (
 	"bytes"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/vmmgo/vmm/kvm/kvmtest"
 )
 
 var updateCLIDoc = flag.Bool("update", false, "rewrite docs/cli.md from the --help output")
@@ -107,4 +112,85 @@ func TestEveryCommandHasHelp(t *testing.T) {
 			t.Errorf("vmm %s --help does not list its flags:\n%s", name, help)
 		}
 	}
+}
+
+// TestErrorsSayHowToFix: the failures a new user meets first name the
+// problem and the fix (README "Using it"; the kvm and memory packages
+// build these messages, the CLI prints them once).
+func TestErrorsSayHowToFix(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "hlt.bin")
+	if err := os.WriteFile(img, []byte{0xf4}, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"no device", []string{"run", "--image", img, "--kvm", filepath.Join(dir, "kvm")},
+			[]string{"does not exist", "modprobe kvm_intel"}},
+		{"not a KVM device", []string{"run", "--image", img, "--kvm", "/dev/null"},
+			[]string{"/dev/null is not the KVM device"}},
+		{"a directory", []string{"probe", "--kvm", dir},
+			[]string{"is a directory, not the KVM device"}},
+		{"missing image", []string{"run", "--image", filepath.Join(dir, "nope.bin")},
+			[]string{"nope.bin", "no such file"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := run(t, tc.args...)
+			if code != 1 {
+				t.Errorf("exit %d, want 1", code)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q does not say %q", stderr, w)
+				}
+			}
+			if strings.Count(stderr, "\n") != 1 {
+				t.Errorf("want the error on one line, printed once: %q", stderr)
+			}
+		})
+	}
+
+	t.Run("empty hugetlb pool", func(t *testing.T) {
+		kvmtest.Open(t)
+		const pool = "/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages"
+		if b, err := os.ReadFile(pool); err != nil || strings.TrimSpace(string(b)) != "0" {
+			t.Skipf("the 1 GiB hugetlb pool is not empty here (%q, %v): the case cannot be staged", b, err)
+		}
+		code, _, stderr := run(t, "run", "--image", img, "--memory-backend", "hugetlb", "--hugepage-size", "1G", "--memory", "1G")
+		if code != 1 || !strings.Contains(stderr, "not enough hugetlb pages") ||
+			!strings.Contains(stderr, "> /sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages") {
+			t.Errorf("exit %d, stderr %q; want 1 and how to reserve pages", code, stderr)
+		}
+	})
+
+	t.Run("no permission", func(t *testing.T) {
+		kvmtest.Open(t)
+		if os.Geteuid() != 0 {
+			t.Skip("needs root to run the VMM as an unprivileged user")
+		}
+		st, err := os.Stat(kvmtest.Path())
+		if err != nil || st.Mode().Perm()&0o006 == 0o006 {
+			t.Skipf("%s is open to everyone (%v): the case cannot be staged", kvmtest.Path(), st.Mode())
+		}
+		bin := vmmBinary(t)
+		if err := os.Chmod(filepath.Dir(bin), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// The image must be readable by the user: next to the binary.
+		pub := filepath.Join(filepath.Dir(bin), "hlt.bin")
+		if err := os.WriteFile(pub, []byte{0xf4}, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "run", "--image", pub, "--kvm", kvmtest.Path())
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		cmd.Env = append(os.Environ(), "HOME="+filepath.Dir(bin))
+		out, _ := cmd.CombinedOutput()
+		if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 ||
+			!strings.Contains(string(out), "no permission") || !strings.Contains(string(out), "usermod -aG kvm") {
+			t.Errorf("as uid 65534: %v, output %q; want exit 1 and how to get access", cmd.ProcessState, out)
+		}
+	})
 }

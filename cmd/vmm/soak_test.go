@@ -58,7 +58,11 @@ func vmmBinary(t testing.TB) string {
 		buildPath = filepath.Join(testBinDir, "vmm")
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, goTool(), "build", "-ldflags", "-X main.version="+testVersion, "-o", buildPath, ".")
+		args := []string{"build", "-ldflags", "-X main.version=" + testVersion, "-o", buildPath}
+		if os.Getenv(raceEnv) != "" {
+			args = append(args, "-race") // the subprocesses run under the race detector too
+		}
+		cmd := exec.CommandContext(ctx, goTool(), append(args, ".")...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/vmm: %v\n%s", err, out)
@@ -72,9 +76,19 @@ func vmmBinary(t testing.TB) string {
 
 const testVersion = "v0.0.0-clitest"
 
+// raceEnv, when set, builds the subprocess binary with -race:
+// VMM_CLI_TEST_RACE=1 go test -race ./cmd/vmm.
+const raceEnv = "VMM_CLI_TEST_RACE"
+
+// goTool finds the go command (go test may run with a PATH without it).
 func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+	if p, err := exec.LookPath("go"); err == nil {
 		return p
+	}
+	for _, p := range []string{filepath.Join(os.Getenv("GOROOT"), "bin", "go"), "/usr/local/go/bin/go"} {
+		if fileExists(p) {
+			return p
+		}
 	}
 	return "go"
 }
