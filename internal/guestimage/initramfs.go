@@ -46,15 +46,21 @@ func ParseFile(s string) (File, error) {
 	return File{Host: host, Guest: guest}, nil
 }
 
+// Extra adds prebuilt records to an initramfs; Key must change whenever
+// the records would.
+type Extra interface {
+	Key(ctx context.Context, root string) (string, error)
+	Records(ctx context.Context, root, tmp string, log io.Writer) ([]cpio.Record, func(), error)
+}
+
 // InitramfsOptions says what goes into the initramfs besides /init.
 type InitramfsOptions struct {
 	// Files are extra host files, for test harnesses.
 	Files []File
-	// URoot adds about 50 of u-root's core commands as one busybox-style
-	// binary (/bbin/bb, a symlink per command) with /bin/sh -> rush, for a
-	// shell on hosts with hardware virtualization (vmm.run=/bin/sh). The
+	// URoot, when set (uroot.Commands{}), adds u-root's core commands for
+	// a shell on hosts with hardware virtualization (vmm.run=/bin/sh). The
 	// first build takes about 15 s and adds about 4.6 MB.
-	URoot bool
+	URoot Extra
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
@@ -105,9 +111,9 @@ func Initramfs(ctx context.Context, opts InitramfsOptions) (string, error) {
 	}
 
 	var extra []cpio.Record
-	if opts.URoot {
+	if opts.URoot != nil {
 		fmt.Fprintf(log, "guestimage: building u-root core commands (busybox mode)\n")
-		recs, closer, err := urootRecords(ctx, root, tmp, log)
+		recs, closer, err := opts.URoot.Records(ctx, root, tmp, log)
 		if err != nil {
 			return "", err
 		}
@@ -126,8 +132,8 @@ func Initramfs(ctx context.Context, opts InitramfsOptions) (string, error) {
 	return out, nil
 }
 
-// goTool returns the go command to build the guest init with.
-func goTool() (string, error) {
+// GoTool returns the go command to build the guest init with.
+func GoTool() (string, error) {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p, nil
 	}
@@ -142,7 +148,7 @@ func goTool() (string, error) {
 // buildGuestInit builds scripts/guest-init as a static, reproducible linux/amd64
 // binary at out.
 func buildGuestInit(ctx context.Context, root, out string) error {
-	gobin, err := goTool()
+	gobin, err := GoTool()
 	if err != nil {
 		return err
 	}
@@ -194,7 +200,7 @@ func resolveFiles(files []File) ([]resolvedFile, error) {
 }
 
 // initramfsKey hashes everything that determines the image's bytes.
-func initramfsKey(ctx context.Context, root, initBin string, files []resolvedFile, uroot bool) (string, error) {
+func initramfsKey(ctx context.Context, root, initBin string, files []resolvedFile, uroot Extra) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n", initramfsFormat)
 	sum, err := fileSHA256(initBin)
@@ -209,8 +215,8 @@ func initramfsKey(ctx context.Context, root, initBin string, files []resolvedFil
 		}
 		fmt.Fprintf(h, "file %q %o %s\n", f.name, f.mode, sum)
 	}
-	if uroot {
-		v, err := urootKey(ctx, root)
+	if uroot != nil {
+		v, err := uroot.Key(ctx, root)
 		if err != nil {
 			return "", err
 		}

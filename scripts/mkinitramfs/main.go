@@ -21,6 +21,7 @@ import (
 	"syscall"
 
 	"github.com/vmmgo/vmm/internal/guestimage"
+	urootcmds "github.com/vmmgo/vmm/internal/guestimage/uroot"
 )
 
 type fileFlags []guestimage.File
@@ -62,7 +63,11 @@ func run(ctx context.Context, files []guestimage.File, uroot bool, out string, l
 	if quiet {
 		log = nil
 	}
-	p, err := guestimage.Initramfs(ctx, guestimage.InitramfsOptions{Files: files, URoot: uroot, Log: log})
+	opts := guestimage.InitramfsOptions{Files: files, Log: log}
+	if uroot {
+		opts.URoot = urootcmds.Commands{}
+	}
+	p, err := guestimage.Initramfs(ctx, opts)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,15 @@
-package guestimage
+// Package uroot builds u-root's core commands into an initramfs for
+// internal/guestimage. It is separate so that programs which only need the
+// guest kernel or a plain initramfs (the vmm CLI) do not link u-root's Go
+// build machinery (and golang.org/x/tools with it).
+package uroot
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/vmmgo/vmm/internal/guestimage"
 	"io"
 	"log/slog"
 	"os"
@@ -17,6 +22,11 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 	"github.com/u-root/uio/llog"
 )
+
+// Commands adds about 50 of u-root's core commands as one busybox-style
+// binary (/bbin/bb, a symlink per command) with /bin/sh -> rush. Pass it as
+// guestimage.InitramfsOptions.URoot.
+type Commands struct{}
 
 // urootCommands are built into one busybox-style binary (/bbin/bb with a
 // symlink per command). The list is explicit because only commands whose
@@ -35,9 +45,9 @@ var urootCommands = func() []string {
 	return append(pkgs, "github.com/u-root/u-root/cmds/exp/rush")
 }()
 
-// urootKey names the u-root build for the cache key: the u-root version the
+// Key names the u-root build for the cache key: the u-root version the
 // module requires, the Go toolchain, and the command list.
-func urootKey(ctx context.Context, root string) (string, error) {
+func (Commands) Key(ctx context.Context, root string) (string, error) {
 	ver := ""
 	gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
 	if err != nil {
@@ -53,7 +63,7 @@ func urootKey(ctx context.Context, root string) (string, error) {
 	if ver == "" {
 		return "", fmt.Errorf("u-root version: github.com/u-root/u-root not required by %s/go.mod", root)
 	}
-	gobin, err := goTool()
+	gobin, err := guestimage.GoTool()
 	if err != nil {
 		return "", err
 	}
@@ -64,10 +74,10 @@ func urootKey(ctx context.Context, root string) (string, error) {
 	return fmt.Sprintf("%s %s %s", ver, strings.TrimSpace(string(gv)), strings.Join(urootCommands, ",")), nil
 }
 
-// urootRecords builds u-root's core commands in busybox mode with mkuimage
+// Records builds u-root's core commands in busybox mode with mkuimage
 // into a cpio under tmp and returns its records (minus any /init). The
 // records read from that file until closer is called.
-func urootRecords(ctx context.Context, root, tmp string, log io.Writer) ([]cpio.Record, func(), error) {
+func (Commands) Records(ctx context.Context, root, tmp string, log io.Writer) ([]cpio.Record, func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
