@@ -9,7 +9,7 @@ BIN     := bin/vmm
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Hugetlb pages (2 MiB) the tests reserve while they run.
-TEST_HUGEPAGES ?= 160
+TEST_HUGEPAGES ?= 400
 TEST_TIMEOUT   ?= 28m
 
 .PHONY: all build run test test-short lint bench setup guest-kernel initramfs clean
@@ -29,13 +29,7 @@ run: setup build
 	./scripts/run-guest.sh
 
 test: setup
-	@./scripts/hugepages.sh reserve $(TEST_HUGEPAGES); \
-	status=0; \
-	$(GO) vet ./... || status=$$?; \
-	if [ $$status -eq 0 ]; then $(GO) test -timeout $(TEST_TIMEOUT) ./... || status=$$?; fi; \
-	if [ $$status -eq 0 ]; then GO=$(GO) ./scripts/fuzz.sh || status=$$?; fi; \
-	./scripts/hugepages.sh restore; \
-	exit $$status
+	GO=$(GO) TEST_HUGEPAGES=$(TEST_HUGEPAGES) TEST_TIMEOUT=$(TEST_TIMEOUT) ./scripts/test.sh
 
 test-short:
 	$(GO) test -short ./...
