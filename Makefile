@@ -16,8 +16,9 @@ TEST_TIMEOUT   ?= 28m
 
 all: build
 
+# Static (CGO_ENABLED=0): nothing of libc mapped into the VMM process.
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vmm
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vmm
 
 setup:
 	./scripts/setup.sh

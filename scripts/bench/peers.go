@@ -91,14 +91,15 @@ func ensureGokvm(ctx context.Context, cache string, logf func(string, ...any)) (
 	return bin, nil
 }
 
-// buildOurs builds cmd/vmm from the source tree.
+// buildOurs builds cmd/vmm from the source tree, static as the Makefile
+// builds it (no libc mapped: about 1 MiB less resident).
 func buildOurs(ctx context.Context, root, cache string) (string, error) {
 	gobin, err := goTool()
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(cache, "vmm")
-	if _, err := run(ctx, root, nil, gobin, "build", "-o", bin, "./cmd/vmm"); err != nil {
+	if _, err := run(ctx, root, []string{"CGO_ENABLED=0"}, gobin, "build", "-o", bin, "./cmd/vmm"); err != nil {
 		return "", fmt.Errorf("build our VMM: %w", err)
 	}
 	return bin, nil
