@@ -27,6 +27,10 @@ type ACPIConfig struct {
 	// PCI adds a PCI host bridge (PNP0A08) with bus 0, the config ports and
 	// the 32-bit MMIO window to the DSDT.
 	PCI bool
+	// PCIIRQ, with PCI, routes INTA#..INTD# of every bus-0 slot to this GSI
+	// (one wired-OR, level-triggered line) through a _PRT, so Linux need not
+	// fall back to the Interrupt Line register ("PCI INT A: no GSI").
+	PCIIRQ uint8
 	// ECAM adds an MCFG entry for the ECAM window (bus 0 only) and reserves
 	// it as a motherboard resource (PNP0C02) so Linux trusts it.
 	ECAM bool
@@ -299,6 +303,7 @@ func buildDSDT(c *ACPIConfig) []byte {
 			AMLName("_SEG", AMLInt(0)),
 			AMLName("_BBN", AMLInt(0)),
 			AMLName("_UID", AMLInt(0)),
+			pciRoutingTable(c.PCIIRQ),
 			AMLName("_CRS", ResourceTemplate(
 				ResWordBusNumber(0, 0),
 				ResIO(0xCF8, 8),
@@ -316,6 +321,22 @@ func buildDSDT(c *ACPIConfig) []byte {
 		t = append(t, AMLScope(`\_SB`, devs...)...)
 	}
 	return finishSDT(t)
+}
+
+// pciRoutingTable is _PRT (ACPI 6.x §6.2.13): for each slot 1..31 and pin
+// A..D, Package{address (slot<<16 | 0xFFFF: any function), pin, source 0
+// (a GSI, not a link device), GSI}. No table when gsi is 0.
+func pciRoutingTable(gsi uint8) AML {
+	if gsi == 0 {
+		return nil
+	}
+	var entries []AML
+	for slot := uint64(1); slot < 32; slot++ {
+		for pin := uint64(0); pin < 4; pin++ {
+			entries = append(entries, AMLPackage(AMLInt(slot<<16|0xffff), AMLInt(pin), AMLInt(0), AMLInt(uint64(gsi))))
+		}
+	}
+	return AMLName("_PRT", AMLPackage(entries...))
 }
 
 // ReadACPITables follows the RSDP at rsdp through the XSDT (and the FADT to

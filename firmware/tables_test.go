@@ -313,7 +313,7 @@ func walkAML(b []byte) error {
 
 func TestWriteACPI(t *testing.T) {
 	mem := newFakeMem(1 << 20)
-	cfg := ACPIConfig{NCPUs: 4, Serial: []SerialPort{{COM1Port, COM1IRQ}}, PCI: true, ECAM: true, I8042: true, PVPanicPort: 0x505}
+	cfg := ACPIConfig{NCPUs: 4, Serial: []SerialPort{{COM1Port, COM1IRQ}}, PCI: true, ECAM: true, I8042: true, PVPanicPort: 0x505, PCIIRQ: 10}
 	rsdp, err := WriteACPI(mem, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -394,6 +394,9 @@ func TestWriteACPI(t *testing.T) {
 		{0x08, '\\', '_', 'S', '5', '_', 0x12, 0x08, 0x04, 0x0A, 0x05, 0x0A, 0x05, 0x00, 0x00},
 		[]byte("COM1"), {0x0C, 0x41, 0xD0, 0x05, 0x01}, ResIO(0x3F8, 8), ResIRQ(4),
 		[]byte("PCI0"), ResMemory32Fixed(uint32(ECAMBase), ECAMSize),
+		[]byte("_PRT"),
+		// slot 31 pin D -> GSI 10: Package(4){0x1fffff, 3, 0, 10}; PkgLength counts itself
+		{0x12, 0x0c, 0x04, 0x0c, 0xff, 0xff, 0x1f, 0x00, 0x0a, 0x03, 0x00, 0x0a, 0x0a},
 		[]byte("PEVT"), append([]byte{0x0D}, "QEMU0001\x00"...), ResIO(0x505, 1),
 	} {
 		if !bytes.Contains(d, want) {

@@ -86,6 +86,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		PVPanicPort: PortPVPanic,
 		PCI:         true, // host bridge PNP0A08 with the BAR window (vmm/virtio.go)
 		ECAM:        true,
+		PCIIRQ:      IRQPCI,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ACPI tables: %w", err)
