@@ -59,6 +59,7 @@ type Machine struct {
 	result   Result
 	done     chan struct{}
 	ran      atomic.Bool
+	started  atomic.Int64 // when Run started the vCPUs (Unix ns)
 
 	closers []io.Closer
 }
@@ -246,6 +247,7 @@ func (m *Machine) Run(ctx context.Context) (Result, error) {
 	if len(m.vcpus) == 0 {
 		return Result{}, errors.New("nothing loaded: no vCPUs to run")
 	}
+	m.started.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
 	for _, v := range m.vcpus {
 		wg.Add(1)

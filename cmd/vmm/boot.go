@@ -150,11 +150,11 @@ Flags:
 	releaseKernel() // idempotent: the deferred call does nothing more
 	lc.Kernel, lc.Initrd, kdata, idata = nil, nil, nil, nil
 	debug.FreeOSMemory()
-	stopGDB, err := mf.startGDB(ctx, m, stderr)
+	stopServices, err := mf.startServices(ctx, m, stderr)
 	if err != nil {
 		return 1, err
 	}
-	defer stopGDB()
+	defer stopServices()
 	if devs.hvcIn != nil {
 		stop, err := attachVirtioConsole(ctx, m, devs.hvcIn, stderr)
 		if err != nil {

@@ -30,6 +30,7 @@ type machineFlags struct {
 	logFormat    string
 	gdb          string
 	gdbWait      bool
+	statsSocket  string
 }
 
 func (f *machineFlags) register(fs *flag.FlagSet, defaultMemory string) {
@@ -49,6 +50,7 @@ func (f *machineFlags) register(fs *flag.FlagSet, defaultMemory string) {
 	fs.BoolVar(&f.traceExits, "trace-exits", false, "log every vCPU exit at trace level (implies --log-level trace)")
 	fs.BoolVar(&f.stats, "stats", false, "print exit counters, memory conversion counters and footprint on exit")
 	fs.StringVar(&f.gdb, "gdb", "", "serve the GDB remote protocol on `addr` (tcp:HOST:PORT or unix:PATH); vCPUs are threads")
+	fs.StringVar(&f.statsSocket, "stats-socket", "", "serve the machine's counters as JSON on this unix socket `path` while it runs (read with: vmm stats PATH)")
 	fs.BoolVar(&f.gdbWait, "gdb-wait", false, "with --gdb: stop before the first guest instruction until gdb continues")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log `level`: error, warn, info, debug, trace")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
@@ -109,8 +111,26 @@ func printStats(w io.Writer, m *vmm.Machine) {
 	fmt.Fprint(w, crlf(m.MemoryReport()))
 }
 
-// startGDB serves the GDB stub when --gdb was given. It must run after the
-// machine is loaded and before Run; with --gdb-wait, Run's vCPUs start parked.
+// startServices serves the stats socket and the GDB stub when asked. It
+// must run after the machine is loaded and before Run; with --gdb-wait,
+// Run's vCPUs start parked. The returned function stops both.
+func (f *machineFlags) startServices(ctx context.Context, m *vmm.Machine, stderr io.Writer) (func(), error) {
+	stopStats := func() {}
+	if f.statsSocket != "" {
+		var err error
+		if stopStats, err = m.ServeStats(f.statsSocket); err != nil {
+			return nil, fmt.Errorf("--stats-socket: %w", err)
+		}
+	}
+	stopGDB, err := f.startGDB(ctx, m, stderr)
+	if err != nil {
+		stopStats()
+		return nil, err
+	}
+	return func() { stopGDB(); stopStats() }, nil
+}
+
+// startGDB serves the GDB stub when --gdb was given.
 func (f *machineFlags) startGDB(ctx context.Context, m *vmm.Machine, stderr io.Writer) (func(), error) {
 	if f.gdb == "" {
 		return func() {}, nil

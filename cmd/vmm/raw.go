@@ -68,11 +68,11 @@ Flags:
 	if err := m.LoadRaw(vmm.RawImage{Data: data, Addr: load, Entry: start}); err != nil {
 		return 1, err
 	}
-	stopGDB, err := mf.startGDB(ctx, m, stderr)
+	stopServices, err := mf.startServices(ctx, m, stderr)
 	if err != nil {
 		return 1, err
 	}
-	defer stopGDB()
+	defer stopServices()
 	stopDump := dumpOnSIGUSR1(m, stderr)
 	defer stopDump()
 	res, err := m.Run(ctx)

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"time"
+
+	"github.com/vmmgo/vmm/vmm"
+)
+
+// runStats reads the counters of a running VMM from its --stats-socket.
+func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print the raw JSON snapshot")
+	fs.Usage = func() {
+		io.WriteString(fs.Output(), `Usage: vmm stats [--json] SOCKET
+
+Prints the counters of a running VMM started with --stats-socket SOCKET:
+vCPU exits by reason, the shared/private page state and conversion
+counters, the host footprint of guest RAM and the virtio transport counters.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0, errHelp
+		}
+		return 2, usageError{err}
+	}
+	if fs.NArg() != 1 {
+		return 2, usagef("want exactly one socket path")
+	}
+	d := net.Dialer{Timeout: 5 * time.Second}
+	c, err := d.DialContext(ctx, "unix", fs.Arg(0))
+	if err != nil {
+		return 1, fmt.Errorf("%w (is a VMM running with --stats-socket %s?)", err, fs.Arg(0))
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	raw, err := io.ReadAll(io.LimitReader(c, 1<<20))
+	if err != nil {
+		return 1, fmt.Errorf("read stats: %w", err)
+	}
+	var s vmm.Snapshot
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return 1, fmt.Errorf("%s does not answer with VMM stats: %w", fs.Arg(0), err)
+	}
+	if *asJSON {
+		stdout.Write(raw)
+		return 0, nil
+	}
+	writeSnapshot(stdout, s)
+	return 0, nil
+}
+
+func writeSnapshot(w io.Writer, s vmm.Snapshot) {
+	fmt.Fprintf(w, "state %s, up %s, %d vCPUs, %s guest RAM (%s)\n", s.State, s.Uptime, s.CPUs, sizeString(s.Memory), s.Backend)
+	keys := make([]string, 0, len(s.Exits))
+	for k := range s.Exits {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintln(w, "exits:")
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %-28s %d\n", k, s.Exits[k])
+	}
+	p := s.Pages
+	fmt.Fprintf(w, "pages: shared %d, private %d\n", p.SharedPages, p.PrivatePages)
+	fmt.Fprintf(w, "conversions: to-private %d, to-shared %d, pages converted %d, refused %d, device accesses refused %d\n",
+		p.ToPrivate, p.ToShared, p.PagesConverted, p.Refused, p.DeviceRefused)
+	f := s.Footprint
+	fmt.Fprintf(w, "host footprint of guest RAM: %d bytes in use (resident %d, file blocks %d, hugetlb pages %d)\n",
+		f.InUse, f.Resident, f.Allocated, f.HugePages)
+	v := s.Virtio
+	if v.Devices > 0 {
+		fmt.Fprintf(w, "virtio: %d devices (%d driven), %d notifies (%d via ioeventfd), %d MSIs (%d failed), %d INTx\n",
+			v.Devices, v.DriverOK, v.Notifies, v.EventfdKicks, v.MSIs, v.MSIErrors, v.INTxAssertions)
+	}
+}
+
+func sizeString(n uint64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dG", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dM", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
