@@ -11,11 +11,31 @@ import (
 	"github.com/vmmgo/vmm/vmm/termio"
 )
 
-// attachConsole connects stdin to the guest's serial port. When stdin is a
+// attachConsole connects stdin to the guest's serial port.
+func attachConsole(ctx context.Context, m *vmm.Machine, stderr io.Writer) (func(), error) {
+	return pumpStdin(ctx, m, stderr, func(p []byte) error { return m.SerialInputWait(ctx, p) })
+}
+
+// attachVirtioConsole connects stdin to hvc0 the way attachConsole connects
+// it to the serial port.
+func attachVirtioConsole(ctx context.Context, m *vmm.Machine, in *io.PipeWriter, stderr io.Writer) (func(), error) {
+	go func() {
+		<-m.Done()
+		in.Close() // ends the device's reader
+	}()
+	return pumpStdin(ctx, m, stderr, func(p []byte) error {
+		_, err := in.Write(p)
+		return err
+	})
+}
+
+// pumpStdin feeds stdin to a guest console through deliver. When stdin is a
 // terminal it goes into raw mode (restored on return, on the first signal and
 // on a forced exit) and the escape sequences work: Ctrl-A x quits, Ctrl-A s
-// dumps state, Ctrl-A h prints help.
-func attachConsole(ctx context.Context, m *vmm.Machine, stderr io.Writer) (func(), error) {
+// dumps state, Ctrl-A h prints help. The pump ends at EOF (the guest keeps
+// running without input), when deliver fails (the machine stopped) or when
+// ctx ends.
+func pumpStdin(ctx context.Context, m *vmm.Machine, stderr io.Writer, deliver func([]byte) error) (func(), error) {
 	fd := int(os.Stdin.Fd())
 	if termio.IsTerminal(fd) {
 		restore, err := termio.MakeRaw(fd)
@@ -42,12 +62,12 @@ func attachConsole(ctx context.Context, m *vmm.Machine, stderr io.Writer) (func(
 						fmt.Fprint(stderr, crlf(esc.Help()))
 					}
 				}
-				if len(fwd) > 0 && m.SerialInputWait(ctx, fwd) != nil {
-					return // the machine stopped
+				if len(fwd) > 0 && deliver(fwd) != nil {
+					return
 				}
 			}
-			if err != nil {
-				return // EOF or closed: the guest keeps running without input
+			if err != nil || ctx.Err() != nil {
+				return
 			}
 		}
 	}()

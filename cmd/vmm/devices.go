@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,7 +24,6 @@ import (
 	"github.com/vmmgo/vmm/virtio/rng"
 	"github.com/vmmgo/vmm/virtio/vsock"
 	"github.com/vmmgo/vmm/vmm"
-	"github.com/vmmgo/vmm/vmm/termio"
 )
 
 // deviceFlags are the virtio device flags of `vmm boot` (docs/devices.md).
@@ -519,53 +517,6 @@ func (p *socketPort) Close() error {
 		c.Close()
 	}
 	return err
-}
-
-// attachVirtioConsole connects stdin to hvc0 the way attachConsole connects
-// it to the serial port: raw mode when stdin is a terminal, Ctrl-A escapes.
-func attachVirtioConsole(ctx context.Context, m *vmm.Machine, in *io.PipeWriter, stderr io.Writer) (func(), error) {
-	fd := int(os.Stdin.Fd())
-	if termio.IsTerminal(fd) {
-		restore, err := termio.MakeRaw(fd)
-		if err != nil {
-			return nil, fmt.Errorf("console: raw mode: %w", err)
-		}
-		var once sync.Once
-		restoreTerminal = func() { once.Do(func() { _ = restore() }) }
-	}
-	go func() {
-		<-m.Done()
-		in.Close() // ends the device's reader
-	}()
-	var esc termio.EscapeFilter
-	go func() {
-		buf := make([]byte, 256)
-		for {
-			n, err := os.Stdin.Read(buf)
-			if n > 0 {
-				fwd, actions := esc.Filter(buf[:n])
-				for _, a := range actions {
-					switch a {
-					case termio.ActionQuit:
-						m.Stop("console escape Ctrl-A x")
-					case termio.ActionStats:
-						fmt.Fprint(stderr, crlf(m.DumpState()))
-					case termio.ActionHelp:
-						fmt.Fprint(stderr, crlf(esc.Help()))
-					}
-				}
-				if len(fwd) > 0 {
-					if _, werr := in.Write(fwd); werr != nil {
-						return // the machine stopped
-					}
-				}
-			}
-			if err != nil || ctx.Err() != nil {
-				return
-			}
-		}
-	}()
-	return restoreTerminal, nil
 }
 
 // printVirtioStats adds the virtio counters to --stats.
