@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -74,11 +73,7 @@ type Device struct {
 	log      *logrus.Entry
 	rl       virtio.RateLimiter
 
-	mu     sync.Mutex
-	act    *virtio.Activation
-	kick   *virtio.Kicker
-	stop   chan struct{}
-	done   chan struct{}
+	w      virtio.Worker
 	buf    []byte
 	segbuf []byte
 	hdr    [headerSize]byte // scratch: slices passed to GuestMemory escape
@@ -218,41 +213,21 @@ func (d *Device) Activate(a virtio.Activation) error {
 	if len(a.Queues) != 1 || a.Queues[0] == nil {
 		return errors.New("virtio-blk: request queue not enabled")
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.act != nil {
+	if d.w.Running() {
 		return errors.New("virtio-blk: already active")
 	}
 	a.Queues[0].SetMaxChainBytes(maxChain)
-	d.act = &a
-	d.kick = virtio.NewKicker()
-	d.stop = make(chan struct{})
-	d.done = make(chan struct{})
-	go d.run(a, d.kick, d.stop, d.done)
+	if !d.w.Start(func(k *virtio.Kicker, stop <-chan struct{}) { d.run(a, k, stop) }) {
+		return errors.New("virtio-blk: already active")
+	}
 	return nil
 }
 
 // Notify implements virtio.Device.
-func (d *Device) Notify(int) {
-	d.mu.Lock()
-	k := d.kick
-	d.mu.Unlock()
-	if k != nil {
-		k.Kick(0)
-	}
-}
+func (d *Device) Notify(int) { d.w.Kick(0) }
 
 // Reset implements virtio.Device: stop the worker and wait for it.
-func (d *Device) Reset() {
-	d.mu.Lock()
-	stop, done := d.stop, d.done
-	d.act, d.kick, d.stop, d.done = nil, nil, nil, nil
-	d.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-done
-	}
-}
+func (d *Device) Reset() { d.w.Stop() }
 
 // Close implements virtio.Device.
 func (d *Device) Close() error {
@@ -263,8 +238,7 @@ func (d *Device) Close() error {
 	return nil
 }
 
-func (d *Device) run(a virtio.Activation, k *virtio.Kicker, stop, done chan struct{}) {
-	defer close(done)
+func (d *Device) run(a virtio.Activation, k *virtio.Kicker, stop <-chan struct{}) {
 	q := a.Queues[0]
 	for {
 		select {

@@ -125,10 +125,8 @@ type Device struct {
 	quit  chan struct{}  // closed by Close: readers stop handing over input
 	wg    sync.WaitGroup // writer goroutines
 
-	mu     sync.Mutex
-	kick   *virtio.Kicker
-	stop   chan struct{}
-	done   chan struct{}
+	w      virtio.Worker
+	mu     sync.Mutex // guards closed and the ports' guest-side state
 	closed bool
 
 	Stats virtio.Stats
@@ -272,39 +270,22 @@ func (d *Device) Activate(a virtio.Activation) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.stop != nil || d.closed {
+	if d.w.Running() || d.closed {
 		return errors.New("virtio-console: already active or closed")
 	}
 	for _, p := range d.ports {
 		p.guestOpen, p.ready = p.console, false
 	}
-	d.kick, d.stop, d.done = virtio.NewKicker(), make(chan struct{}), make(chan struct{})
 	w := &worker{d: d, a: a, multi: a.Features&FMultiport != 0 && len(a.Queues) > 3}
-	go w.run(d.kick, d.stop, d.done)
+	d.w.Start(w.run)
 	return nil
 }
 
 // Notify implements virtio.Device.
-func (d *Device) Notify(q int) {
-	d.mu.Lock()
-	k := d.kick
-	d.mu.Unlock()
-	if k != nil {
-		k.Kick(q)
-	}
-}
+func (d *Device) Notify(q int) { d.w.Kick(q) }
 
 // Reset implements virtio.Device.
-func (d *Device) Reset() {
-	d.mu.Lock()
-	stop, done := d.stop, d.done
-	d.kick, d.stop, d.done = nil, nil, nil
-	d.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-done
-	}
-}
+func (d *Device) Reset() { d.w.Stop() }
 
 // Close implements virtio.Device: stops the device and closes host ends.
 func (d *Device) Close() error {
@@ -342,13 +323,12 @@ type worker struct {
 	multi  bool
 	ctrl   [][]byte // control messages waiting for control-rx buffers
 	used   uint64   // queues that got used entries this round
-	stop   chan struct{}
+	stop   <-chan struct{}
 	chain  virtio.Chain
 	broken bool
 }
 
-func (w *worker) run(k *virtio.Kicker, stop, done chan struct{}) {
-	defer close(done)
+func (w *worker) run(k *virtio.Kicker, stop <-chan struct{}) {
 	w.stop = stop
 	d := w.d
 	for !w.broken {

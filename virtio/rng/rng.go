@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -26,10 +25,7 @@ type Device struct {
 	// replace it before activation.
 	Source func(p []byte) error
 
-	mu    sync.Mutex
-	kick  *virtio.Kicker
-	stop  chan struct{}
-	done  chan struct{}
+	w     virtio.Worker
 	buf   []byte
 	chain virtio.Chain
 
@@ -78,43 +74,22 @@ func (d *Device) Activate(a virtio.Activation) error {
 	if len(a.Queues) != 1 || a.Queues[0] == nil {
 		return errors.New("virtio-rng: request queue not enabled")
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.stop != nil {
+	if !d.w.Start(func(k *virtio.Kicker, stop <-chan struct{}) { d.run(a, k, stop) }) {
 		return errors.New("virtio-rng: already active")
 	}
-	d.kick, d.stop, d.done = virtio.NewKicker(), make(chan struct{}), make(chan struct{})
-	go d.run(a, d.kick, d.stop, d.done)
 	return nil
 }
 
 // Notify implements virtio.Device.
-func (d *Device) Notify(int) {
-	d.mu.Lock()
-	k := d.kick
-	d.mu.Unlock()
-	if k != nil {
-		k.Kick(0)
-	}
-}
+func (d *Device) Notify(int) { d.w.Kick(0) }
 
 // Reset implements virtio.Device.
-func (d *Device) Reset() {
-	d.mu.Lock()
-	stop, done := d.stop, d.done
-	d.kick, d.stop, d.done = nil, nil, nil
-	d.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-done
-	}
-}
+func (d *Device) Reset() { d.w.Stop() }
 
 // Close implements virtio.Device.
 func (d *Device) Close() error { d.Reset(); return nil }
 
-func (d *Device) run(a virtio.Activation, k *virtio.Kicker, stop, done chan struct{}) {
-	defer close(done)
+func (d *Device) run(a virtio.Activation, k *virtio.Kicker, stop <-chan struct{}) {
 	for {
 		select {
 		case <-stop:

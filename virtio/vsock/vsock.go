@@ -44,12 +44,9 @@ type Device struct {
 	ln     *net.UnixListener
 	events chan event
 
-	mu     sync.Mutex
-	active bool
-	kick   *virtio.Kicker
-	stop   chan struct{}
-	done   chan struct{}
-	reset  bool // a TRANSPORT_RESET event is owed to the driver
+	w     virtio.Worker
+	mu    sync.Mutex
+	reset bool // a TRANSPORT_RESET event is owed to the driver
 
 	Stats virtio.Stats
 }
@@ -122,53 +119,28 @@ func (d *Device) Activate(a virtio.Activation) error {
 	if len(a.Queues) != 3 || a.Queues[0] == nil || a.Queues[1] == nil {
 		return errors.New("virtio-vsock: rx/tx queues not enabled")
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.active {
+	w := &worker{d: d, a: a, conns: map[key]*conn{}, nextPort: firstHostPort}
+	if !d.w.Start(w.run) {
 		return errors.New("virtio-vsock: already active")
 	}
-	d.active = true
-	d.kick, d.stop, d.done = virtio.NewKicker(), make(chan struct{}), make(chan struct{})
-	w := &worker{d: d, a: a, conns: map[key]*conn{}, nextPort: firstHostPort}
-	go w.run(d.kick, d.stop, d.done)
 	return nil
 }
 
 // Notify implements virtio.Device.
-func (d *Device) Notify(q int) {
-	d.mu.Lock()
-	k := d.kick
-	d.mu.Unlock()
-	if k != nil {
-		k.Kick(q)
-	}
-}
+func (d *Device) Notify(q int) { d.w.Kick(q) }
 
 // SendTransportReset queues VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (after a
 // snapshot restore the guest must drop its connections, §5.10.6.8).
 func (d *Device) SendTransportReset() {
 	d.mu.Lock()
 	d.reset = true
-	k := d.kick
 	d.mu.Unlock()
-	if k != nil {
-		k.Kick(2)
-	}
+	d.w.Kick(2)
 }
 
 // Reset implements virtio.Device: stops the worker, which closes every
 // connection.
-func (d *Device) Reset() {
-	d.mu.Lock()
-	stop, done := d.stop, d.done
-	d.active = false
-	d.kick, d.stop, d.done = nil, nil, nil
-	d.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-done
-	}
-}
+func (d *Device) Reset() { d.w.Stop() }
 
 // Close implements virtio.Device: also stops listening and removes the socket.
 func (d *Device) Close() error {
@@ -219,10 +191,7 @@ func (d *Device) handshake(uc net.Conn) {
 		uc.Close()
 		return
 	}
-	d.mu.Lock()
-	active := d.active
-	d.mu.Unlock()
-	if !active {
+	if !d.w.Running() {
 		uc.Close()
 		return
 	}

@@ -75,11 +75,10 @@ type worker struct {
 	hdr      [HeaderSize]byte
 	payload  []byte
 	broken   bool
-	stop     chan struct{}
+	stop     <-chan struct{}
 }
 
-func (w *worker) run(k *virtio.Kicker, stop, done chan struct{}) {
-	defer close(done)
+func (w *worker) run(k *virtio.Kicker, stop <-chan struct{}) {
 	w.stop = stop
 	w.payload = make([]byte, MaxPayload)
 	defer w.closeAll()
