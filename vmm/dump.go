@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/vmmgo/vmm/kvm"
 	"github.com/vmmgo/vmm/memory"
+	"github.com/vmmgo/vmm/vmm/paging"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -37,7 +39,7 @@ func (v *vcpu) dump() string {
 	if sregs.CS.L == 0 {
 		rip = (sregs.CS.Base + regs.RIP) & 0xffffffff
 	}
-	code, walk := v.readCode(rip, 16)
+	code, walk := v.readCode(rip, 16, sregs)
 	b.WriteString(walk)
 	if len(code) > 0 {
 		fmt.Fprintf(&b, "  code at rip: % x\n", code)
@@ -57,31 +59,24 @@ func (v *vcpu) dump() string {
 	return b.String()
 }
 
-// readCode reads n bytes at a guest virtual address through KVM's own
-// translation (KVM_TRANSLATE), page by page, and describes the walk.
-func (v *vcpu) readCode(gva uint64, n int) ([]byte, string) {
-	var out []byte
-	var walk strings.Builder
-	for len(out) < n {
-		addr := gva + uint64(len(out))
-		tr, err := v.cpu.Translate(addr)
-		if err != nil || tr.Valid == 0 {
-			fmt.Fprintf(&walk, "  walk: gva %#x does not translate (%v)\n", addr, err)
-			break
-		}
-		if len(out) == 0 {
-			fmt.Fprintf(&walk, "  walk: rip gva %#x -> gpa %#x (writeable=%d usermode=%d)\n", addr, tr.PhysicalAddress, tr.Writeable, tr.Usermode)
-		}
-		chunk := n - len(out)
-		if pageLeft := int(0x1000 - tr.PhysicalAddress&0xfff); chunk > pageLeft {
-			chunk = pageLeft
-		}
-		buf := make([]byte, chunk)
-		if err := v.m.mem.Read(memory.GPA(tr.PhysicalAddress), buf); err != nil {
-			fmt.Fprintf(&walk, "  walk: gpa %#x is not RAM (%v)\n", tr.PhysicalAddress, err)
-			break
-		}
-		out = append(out, buf...)
+// readCode reads n bytes at a guest virtual address by walking the vCPU's
+// page tables in guest memory (package paging), and describes that walk
+// (every entry visited), which is what a crash report needs when RIP points
+// somewhere unexpected. Bytes past a page that does not translate are left
+// out.
+func (v *vcpu) readCode(gva uint64, n int, sregs kvm.Sregs) ([]byte, string) {
+	cpu := paging.CPU{CR0: sregs.CR0, CR3: sregs.CR3, CR4: sregs.CR4, EFER: sregs.EFER}
+	read := func(gpa uint64, p []byte) error { return v.m.mem.Read(memory.GPA(gpa), p) }
+	walk := "  walk of rip: " + paging.Describe(read, cpu, gva) + "\n"
+	code := make([]byte, n)
+	if err := paging.ReadVirtual(read, cpu, gva, code); err == nil {
+		return code, walk
 	}
-	return out, walk.String()
+	if left := int(0x1000 - gva&0xfff); left < n {
+		code = code[:left]
+		if err := paging.ReadVirtual(read, cpu, gva, code); err == nil {
+			return code, walk
+		}
+	}
+	return nil, walk
 }

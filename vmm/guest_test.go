@@ -202,7 +202,8 @@ func TestWatchdogStopsSpinningGuestWithDump(t *testing.T) {
 	if el := time.Since(start); el > 5*time.Second {
 		t.Errorf("watchdog took %v", el)
 	}
-	for _, want := range []string{"vcpu 0 state", "rip=", "r12=0000000000001234", "disassembly: jmp", "exit counters"} {
+	for _, want := range []string{"vcpu 0 state", "rip=", "r12=0000000000001234", "disassembly: jmp", "exit counters",
+		"walk of rip: gva 0x100000 -> gpa 0x100000: 4-level PML4E[0x0]@0x9000"} {
 		if !strings.Contains(res.Dump, want) {
 			t.Errorf("dump lacks %q:\n%s", want, res.Dump)
 		}
