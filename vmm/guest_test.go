@@ -203,7 +203,7 @@ func TestWatchdogStopsSpinningGuestWithDump(t *testing.T) {
 		t.Errorf("watchdog took %v", el)
 	}
 	for _, want := range []string{"vcpu 0 state", "rip=", "r12=0000000000001234", "disassembly: jmp", "exit counters",
-		"walk of rip: gva 0x100000 -> gpa 0x100000: 4-level PML4E[0x0]@0x9000"} {
+		"walk of rip: gva 0x100007 -> gpa 0x100007: 4-level PML4E[0x0]@0x9000"} {
 		if !strings.Contains(res.Dump, want) {
 			t.Errorf("dump lacks %q:\n%s", want, res.Dump)
 		}
