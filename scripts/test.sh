@@ -22,6 +22,9 @@ fi
 if [ $status -eq 0 ]; then
 	GO=$GO ./scripts/fuzz.sh || status=$?
 fi
+./scripts/hugepages.sh restore
+trap 'rm -f "$log"' EXIT
+# The closing line: test cases over the whole suite.
 if [ -s "$log" ]; then
 	"$GO" run ./scripts/testfmt -summary <"$log"
 fi

@@ -43,7 +43,13 @@ func pumpStdin(ctx context.Context, m *vmm.Machine, stderr io.Writer, deliver fu
 			return nil, fmt.Errorf("console: raw mode: %w", err)
 		}
 		var once sync.Once
-		restoreTerminal = func() { once.Do(func() { _ = restore() }) }
+		terminalRaw.Store(true)
+		restoreTerminal = func() {
+			once.Do(func() {
+				_ = restore()
+				terminalRaw.Store(false)
+			})
+		}
 	}
 	var esc termio.EscapeFilter
 	go func() {

@@ -52,7 +52,7 @@ func (f *machineFlags) register(fs *flag.FlagSet, defaultMemory string) {
 	fs.StringVar(&f.gdb, "gdb", "", "serve the GDB remote protocol on `addr` (tcp:HOST:PORT or unix:PATH); vCPUs are threads")
 	fs.StringVar(&f.statsSocket, "stats-socket", "", "serve the machine's counters as JSON on this unix socket `path` while it runs (read with: vmm stats PATH)")
 	fs.BoolVar(&f.gdbWait, "gdb-wait", false, "with --gdb: stop before the first guest instruction until gdb continues")
-	fs.StringVar(&f.logLevel, "log-level", "warn", "log `level`: error, warn, info, debug, trace")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: error, warn, info, debug, trace")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 }
 

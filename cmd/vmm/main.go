@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
@@ -182,11 +183,28 @@ func signalContext(stderr io.Writer) (context.Context, func()) {
 // restoreTerminal is replaced while the console holds the terminal in raw mode.
 var restoreTerminal = func() {}
 
+// terminalRaw is set while the console holds the terminal in raw mode.
+var terminalRaw atomic.Bool
+
+// rawSafe writes log lines with \r\n while the terminal is raw (a bare \n
+// would only move the cursor down), and untouched otherwise.
+type rawSafe struct{ w io.Writer }
+
+func (r rawSafe) Write(p []byte) (int, error) {
+	if !terminalRaw.Load() {
+		return r.w.Write(p)
+	}
+	if _, err := io.WriteString(r.w, crlf(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // setupLogging configures logrus for the whole process: stderr (the console
 // owns stdout), the requested level and format.
 func setupLogging(stderr io.Writer, level, format string) (*logrus.Entry, error) {
 	l := logrus.New()
-	l.SetOutput(stderr)
+	l.SetOutput(rawSafe{stderr})
 	lv, err := logrus.ParseLevel(level)
 	if err != nil {
 		return nil, usagef("--log-level %q: want one of panic, fatal, error, warn, info, debug, trace", level)
