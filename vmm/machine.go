@@ -59,7 +59,8 @@ type Machine struct {
 	result   Result
 	done     chan struct{}
 	ran      atomic.Bool
-	started  atomic.Int64 // when Run started the vCPUs (Unix ns)
+	started  atomic.Int64   // when Run started the vCPUs (Unix ns)
+	vcpuWG   sync.WaitGroup // the vCPU goroutines of Run
 
 	closers []io.Closer
 }
@@ -248,7 +249,7 @@ func (m *Machine) Run(ctx context.Context) (Result, error) {
 		return Result{}, errors.New("nothing loaded: no vCPUs to run")
 	}
 	m.started.Store(time.Now().UnixNano())
-	var wg sync.WaitGroup
+	wg := &m.vcpuWG
 	for _, v := range m.vcpus {
 		wg.Add(1)
 		go func(v *vcpu) {
@@ -293,8 +294,14 @@ func (m *Machine) ExitReport() string { return m.stats.String() }
 // Stats is the exit counters so far.
 func (m *Machine) Stats() map[string]uint64 { return m.stats.snapshot() }
 
-// Close releases everything. It is safe after a failed New and twice.
+// Close releases everything. It is safe after a failed New and twice, and
+// while Run is still going (it stops the machine and waits for the vCPU
+// threads first, so no thread runs on a closed vCPU).
 func (m *Machine) Close() error {
+	if m.ran.Load() {
+		m.Stop("machine closed")
+		m.vcpuWG.Wait()
+	}
 	var errs []error
 	for i := len(m.closers) - 1; i >= 0; i-- {
 		errs = append(errs, m.closers[i].Close())

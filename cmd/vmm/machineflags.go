@@ -50,7 +50,8 @@ func (f *machineFlags) register(fs *flag.FlagSet, defaultMemory string) {
 	fs.BoolVar(&f.traceExits, "trace-exits", false, "log every vCPU exit at trace level (implies --log-level trace)")
 	fs.BoolVar(&f.stats, "stats", false, "print exit counters, memory conversion counters and footprint on exit")
 	fs.StringVar(&f.gdb, "gdb", "", "serve the GDB remote protocol on `addr` (tcp:HOST:PORT or unix:PATH); vCPUs are threads")
-	fs.StringVar(&f.statsSocket, "stats-socket", "", "serve the machine's counters as JSON on this unix socket `path` while it runs (read with: vmm stats PATH)")
+	fs.StringVar(&f.statsSocket, "control-socket", "", "serve a control socket at this unix `path` while the guest runs: vmm stats PATH, vmm ctl PATH pause|resume|dump|stop")
+	fs.StringVar(&f.statsSocket, "stats-socket", "", "alias of --control-socket")
 	fs.BoolVar(&f.gdbWait, "gdb-wait", false, "with --gdb: stop before the first guest instruction until gdb continues")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: error, warn, info, debug, trace")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
@@ -111,15 +112,15 @@ func printStats(w io.Writer, m *vmm.Machine) {
 	fmt.Fprint(w, crlf(m.MemoryReport()))
 }
 
-// startServices serves the stats socket and the GDB stub when asked. It
+// startServices serves the control socket and the GDB stub when asked. It
 // must run after the machine is loaded and before Run; with --gdb-wait,
 // Run's vCPUs start parked. The returned function stops both.
 func (f *machineFlags) startServices(ctx context.Context, m *vmm.Machine, stderr io.Writer) (func(), error) {
 	stopStats := func() {}
 	if f.statsSocket != "" {
 		var err error
-		if stopStats, err = m.ServeStats(f.statsSocket); err != nil {
-			return nil, fmt.Errorf("--stats-socket: %w", err)
+		if stopStats, err = m.ServeControl(f.statsSocket); err != nil {
+			return nil, fmt.Errorf("--control-socket: %w", err)
 		}
 	}
 	stopGDB, err := f.startGDB(ctx, m, stderr)

@@ -46,7 +46,8 @@ func commands() []command {
 	return []command{
 		{"boot", "boot a Linux kernel (bzImage or ELF vmlinux/PVH) with an initrd and command line", runBoot},
 		{"run", "run a raw guest image loaded at a guest physical address", runRaw},
-		{"stats", "print the counters of a running VMM started with --stats-socket", runStats},
+		{"stats", "print the counters of a running VMM started with --control-socket", runStats},
+		{"ctl", "pause, resume, dump or stop a running VMM started with --control-socket", runCtl},
 		{"probe", "report what this host's KVM offers and whether guest kernel mode is emulated", runProbe},
 		{"kunit", "run the kernel's KUnit tests in a guest and report each result (like kunit.py)", runKUnit},
 		{"version", "print the version", runVersion},

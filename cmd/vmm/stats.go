@@ -13,7 +13,27 @@ import (
 	"github.com/vmmgo/vmm/vmm"
 )
 
-// runStats reads the counters of a running VMM from its --stats-socket.
+// request sends one control request to a VMM's --control-socket and
+// returns the raw JSON answer.
+func request(ctx context.Context, sock, req string) ([]byte, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	c, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("%w (is a VMM running with --control-socket %s?)", err, sock)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := io.WriteString(c, req+"\n"); err != nil {
+		return nil, fmt.Errorf("send %s: %w", req, err)
+	}
+	raw, err := io.ReadAll(io.LimitReader(c, 4<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read answer: %w", err)
+	}
+	return raw, nil
+}
+
+// runStats reads the counters of a running VMM from its --control-socket.
 func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -21,7 +41,7 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) (int
 	fs.Usage = func() {
 		io.WriteString(fs.Output(), `Usage: vmm stats [--json] SOCKET
 
-Prints the counters of a running VMM started with --stats-socket SOCKET:
+Prints the counters of a running VMM started with --control-socket SOCKET:
 vCPU exits by reason, the shared/private page state and conversion
 counters, the host footprint of guest RAM and the virtio transport counters.
 
@@ -38,16 +58,9 @@ Flags:
 	if fs.NArg() != 1 {
 		return 2, usagef("want exactly one socket path")
 	}
-	d := net.Dialer{Timeout: 5 * time.Second}
-	c, err := d.DialContext(ctx, "unix", fs.Arg(0))
+	raw, err := request(ctx, fs.Arg(0), vmm.CtlStats)
 	if err != nil {
-		return 1, fmt.Errorf("%w (is a VMM running with --stats-socket %s?)", err, fs.Arg(0))
-	}
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	raw, err := io.ReadAll(io.LimitReader(c, 1<<20))
-	if err != nil {
-		return 1, fmt.Errorf("read stats: %w", err)
+		return 1, err
 	}
 	var s vmm.Snapshot
 	if err := json.Unmarshal(raw, &s); err != nil {
@@ -94,4 +107,49 @@ func sizeString(n uint64) string {
 		return fmt.Sprintf("%dM", n>>20)
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// runCtl sends pause, resume, dump or stop to a running VMM.
+func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		io.WriteString(fs.Output(), `Usage: vmm ctl SOCKET pause|resume|dump|stop
+
+Controls a running VMM started with --control-socket SOCKET:
+  pause   park every vCPU (the guest stops running; its state stays)
+  resume  let the vCPUs run again
+  dump    print every vCPU's registers, instruction bytes and walk of RIP,
+          the exit counters and the memory counters, without stopping
+  stop    end the guest (the VMM exits with code 6)
+`)
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0, errHelp
+		}
+		return 2, usageError{err}
+	}
+	if fs.NArg() != 2 {
+		return 2, usagef("want SOCKET and one of pause, resume, dump, stop")
+	}
+	cmd, err := vmm.ParseControl([]byte(fs.Arg(1)))
+	if err != nil || cmd == vmm.CtlStats {
+		return 2, usagef("%q: want pause, resume, dump or stop (vmm stats prints the counters)", fs.Arg(1))
+	}
+	raw, err := request(ctx, fs.Arg(0), cmd)
+	if err != nil {
+		return 1, err
+	}
+	var r vmm.ControlReply
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return 1, fmt.Errorf("%s does not answer like a VMM control socket: %w", fs.Arg(0), err)
+	}
+	if !r.OK {
+		return 1, fmt.Errorf("%s: %s", cmd, r.Error)
+	}
+	if r.Dump != "" {
+		io.WriteString(stdout, r.Dump)
+	}
+	return 0, nil
 }

@@ -31,7 +31,7 @@ func TestStatsCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(t.TempDir(), "s")
-	stop, err := m.ServeStats(sock)
+	stop, err := m.ServeControl(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,11 +61,31 @@ func TestStatsCommand(t *testing.T) {
 	if c != 0 || json.Unmarshal([]byte(js), &s) != nil || s.CPUs != 1 {
 		t.Errorf("--json: exit %d, %q", c, js)
 	}
+	if c, _, stderr := run(t, "ctl", sock, "pause"); c != 0 || !m.Parked(0) {
+		t.Fatalf("ctl pause: exit %d %q, parked %v", c, stderr, m.Parked(0))
+	}
+	if c, out, _ := run(t, "ctl", sock, "dump"); c != 0 || !strings.Contains(out, "vcpu 0 state") {
+		t.Errorf("ctl dump: exit %d %q", c, out)
+	}
+	if c, _, _ := run(t, "ctl", sock, "resume"); c != 0 {
+		t.Errorf("ctl resume: exit %d", c)
+	}
+	if c, _, _ := run(t, "ctl", sock, "stop"); c != 0 {
+		t.Errorf("ctl stop: exit %d", c)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ctl stop did not stop the guest")
+	}
+	if c, _, _ := run(t, "ctl", sock, "reboot"); c != 2 {
+		t.Errorf("ctl reboot: exit %d, want 2", c)
+	}
 }
 
 func TestStatsCommandErrors(t *testing.T) {
 	c, _, stderr := run(t, "stats", filepath.Join(t.TempDir(), "none"))
-	if c != 1 || !strings.Contains(stderr, "is a VMM running with --stats-socket") {
+	if c != 1 || !strings.Contains(stderr, "is a VMM running with --control-socket") {
 		t.Errorf("missing socket: exit %d, %q", c, stderr)
 	}
 	if c, _, _ := run(t, "stats"); c != 2 {
