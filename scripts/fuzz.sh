@@ -31,6 +31,7 @@ fi
 
 echo "fuzz: ${#targets[@]} targets, $FUZZTIME each" >&2
 failed=()
+flaked=()
 start=$SECONDS
 for t in "${targets[@]}"; do
 	dir=${t%%$'\t'*}
@@ -38,9 +39,19 @@ for t in "${targets[@]}"; do
 	pkg=./${dir#./}
 	t0=$SECONDS
 	log=$(mktemp)
+	corpus="$dir/testdata/fuzz/$name"
+	before=$(ls "$corpus" 2>/dev/null | sort)
 	if "$GO" test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" >"$log" 2>&1; then
 		execs=$(grep -Eo 'execs: [0-9]+' "$log" | tail -1)
 		printf 'fuzz: ok   %-28s %-40s %4ds  %s\n' "$name" "$pkg" $((SECONDS - t0)) "$execs" >&2
+	elif [ "$(ls "$corpus" 2>/dev/null | sort)" = "$before" ] &&
+		grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log"; then
+		# Go's fuzz coordinator can report its own -fuzztime deadline as a
+		# failure (golang/go#75804, fixed in Go 1.27): no input was saved,
+		# so there is nothing to reproduce. Counted, not failed.
+		execs=$(grep -Eo 'execs: [0-9]+' "$log" | tail -1)
+		printf 'fuzz: ok*  %-28s %-40s %4ds  %s (deadline race golang/go#75804, no input saved)\n' "$name" "$pkg" $((SECONDS - t0)) "$execs" >&2
+		flaked+=("$pkg $name")
 	else
 		printf 'fuzz: FAIL %-28s %-40s %4ds\n' "$name" "$pkg" $((SECONDS - t0)) >&2
 		sed 's/^/    /' "$log" >&2
@@ -48,7 +59,7 @@ for t in "${targets[@]}"; do
 	fi
 	rm -f "$log"
 done
-echo "fuzz: ${#targets[@]} targets in $((SECONDS - start))s" >&2
+echo "fuzz: ${#targets[@]} targets in $((SECONDS - start))s; ${#flaked[@]} ended on the Go 1.26 deadline race" >&2
 if [ ${#failed[@]} -gt 0 ]; then
 	echo "fuzz: ${#failed[@]} failed (inputs saved under each package's testdata/fuzz/; 'go test PKG' replays them):" >&2
 	printf '    %s\n' "${failed[@]}" >&2
