@@ -92,3 +92,40 @@ func checkHugePool(pageSize, need, size uint64) error {
 	}
 	return nil
 }
+
+// ReserveHugePages makes n 2 MiB hugetlb pages available, raising
+// /proc/sys/vm/nr_hugepages (root) only if the pool is short. restore lowers
+// it by exactly what was raised, so callers sharing the pool (parallel
+// tests, the benchmark scripts) do not take each other's pages away.
+func ReserveHugePages(n uint64) (restore func() error, err error) {
+	nop := func() error { return nil }
+	p, err := ReadHugePool(HugePage2M)
+	if err != nil {
+		return nop, err
+	}
+	if p.Available() >= n {
+		return nop, nil
+	}
+	raise := int64(n - p.Available())
+	if err := addHugePages(raise); err != nil {
+		return nop, fmt.Errorf("reserve %d more 2 MiB pages (needs root): %w", raise, err)
+	}
+	restore = func() error { return addHugePages(-raise) }
+	if p, err = ReadHugePool(HugePage2M); err != nil || p.Available() < n {
+		return restore, fmt.Errorf("hugetlb pool after reserving: %+v, %v; want %d available", p, err, n)
+	}
+	return restore, nil
+}
+
+func addHugePages(delta int64) error {
+	const file = "/proc/sys/vm/nr_hugepages"
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	cur, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	return os.WriteFile(file, []byte(strconv.FormatInt(max(cur+delta, 0), 10)), 0)
+}

@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -678,42 +676,19 @@ func fullProgram(stormN uint64, private bool) *convProgram {
 	return &convProgram{steps: steps, rngSeed: 0x9e3779b97f4a7c15, private: private}
 }
 
-// needHugePages makes n 2 MiB pages available, raising the shared pool only
-// if it is short and lowering it afterwards by exactly what it raised.
+// needHugePages makes n 2 MiB pages available for the test and gives back
+// what it raised afterwards.
 func needHugePages(t testing.TB, n uint64) {
 	t.Helper()
-	p, err := memory.ReadHugePool(memory.HugePage2M)
-	if err != nil {
-		t.Fatalf("hugetlb pool: %v", err)
-	}
-	if p.Available() >= n {
-		return
-	}
-	raise := n - p.Available()
-	if err := addHugePages(int64(raise)); err != nil {
-		t.Fatalf("reserve %d more 2 MiB pages (needs root): %v", raise, err)
-	}
+	restore, err := memory.ReserveHugePages(n)
 	t.Cleanup(func() {
-		if err := addHugePages(-int64(raise)); err != nil {
-			t.Errorf("give back %d huge pages: %v", raise, err)
+		if err := restore(); err != nil {
+			t.Errorf("give back huge pages: %v", err)
 		}
 	})
-	if p, err = memory.ReadHugePool(memory.HugePage2M); err != nil || p.Available() < n {
-		t.Fatalf("hugetlb pool after reserving: %+v, %v; want %d available", p, err, n)
-	}
-}
-
-func addHugePages(delta int64) error {
-	const file = "/proc/sys/vm/nr_hugepages"
-	b, err := os.ReadFile(file)
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	cur, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return fmt.Errorf("%s: %w", file, err)
-	}
-	return os.WriteFile(file, []byte(strconv.FormatInt(max(cur+delta, 0), 10)), 0)
 }
 
 var allBackends = []memory.Kind{memory.KindAnon, memory.KindMemfd, memory.KindHugetlb, memory.KindGuestMemfd}

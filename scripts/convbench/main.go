@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -43,7 +42,7 @@ var (
 func main() {
 	flag.Parse()
 	start := time.Now()
-	restore, err := reserveHugePages(*footprintSize / 2)
+	restore, err := memory.ReserveHugePages(*footprintSize / 2)
 	if err == nil {
 		err = run()
 	}
@@ -568,39 +567,4 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
-}
-
-// reserveHugePages makes n 2 MiB pages available, raising the shared pool
-// only if it is short. restore lowers it by exactly what was raised.
-func reserveHugePages(n uint64) (restore func() error, err error) {
-	nop := func() error { return nil }
-	p, err := memory.ReadHugePool(memory.HugePage2M)
-	if err != nil {
-		return nop, err
-	}
-	if p.Available() >= n {
-		return nop, nil
-	}
-	raise := int64(n - p.Available())
-	if err := addHugePages(raise); err != nil {
-		return nop, fmt.Errorf("reserve %d more 2 MiB pages (needs root): %w", raise, err)
-	}
-	restore = func() error { return addHugePages(-raise) }
-	if p, err = memory.ReadHugePool(memory.HugePage2M); err != nil || p.Available() < n {
-		return restore, fmt.Errorf("hugetlb pool after reserving: %+v, %v; want %d available", p, err, n)
-	}
-	return restore, nil
-}
-
-func addHugePages(delta int64) error {
-	const file = "/proc/sys/vm/nr_hugepages"
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	cur, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return fmt.Errorf("%s: %w", file, err)
-	}
-	return os.WriteFile(file, []byte(strconv.FormatInt(max(cur+delta, 0), 10)), 0)
 }
