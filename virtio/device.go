@@ -1,6 +1,7 @@
 package virtio
 
 import (
+	"errors"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -160,3 +161,30 @@ func (k *Kicker) Kick(q int) {
 
 // Take returns and clears the pending queue mask.
 func (k *Kicker) Take() uint64 { return k.pending.Swap(0) }
+
+// PopNext takes the next chain from q into c, re-arming driver
+// notifications when the ring is empty (and looking once more, so work that
+// raced the re-arm is not left waiting). A malformed chain is counted in
+// s.Malformed, logged through rl, and skipped; a broken queue asks the
+// driver for a reset (DEVICE_NEEDS_RESET) and reports broken.
+func PopNext(q *Queue, c *Chain, a Activation, s *Stats, rl *RateLimiter, log *logrus.Entry) (ok, broken bool) {
+	for {
+		ok, err := q.Pop(c)
+		if err == nil {
+			if ok {
+				return true, false
+			}
+			// Empty: re-arm (avail_event or NO_NOTIFY, §2.7.10), look again.
+			if q.EnableNotify() {
+				continue
+			}
+			return false, false
+		}
+		s.Malformed.Add(1)
+		rl.Warn(log, err, "malformed chain")
+		if errors.Is(err, ErrQueueBroken) {
+			a.Interrupt.NeedsReset()
+			return false, true
+		}
+	}
+}

@@ -400,28 +400,13 @@ func (w *worker) service() {
 	w.used = 0
 }
 
+// pop takes the next chain, re-arming notifications when the ring is empty.
 func (w *worker) pop(q *virtio.Queue) bool {
-	for {
-		ok, err := q.Pop(&w.chain)
-		if err == nil {
-			if ok {
-				return true
-			}
-			// Empty: re-arm driver notifications (avail_event or
-			// NO_NOTIFY, §2.7.10) and look once more.
-			if q.EnableNotify() {
-				continue
-			}
-			return false
-		}
-		w.d.Stats.Malformed.Add(1)
-		w.d.rl.Warn(w.d.log, err, "malformed chain")
-		if errors.Is(err, virtio.ErrQueueBroken) {
-			w.broken = true
-			w.a.Interrupt.NeedsReset()
-			return false
-		}
+	ok, broken := virtio.PopNext(q, &w.chain, w.a, &w.d.Stats, &w.d.rl, w.d.log)
+	if broken {
+		w.broken = true
 	}
+	return ok
 }
 
 func (w *worker) push(qi int, q *virtio.Queue, n uint32) {

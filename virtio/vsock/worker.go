@@ -1,7 +1,6 @@
 package vsock
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -130,25 +129,11 @@ func (w *worker) service() {
 
 // pop takes the next chain, re-arming notifications when the ring is empty.
 func (w *worker) pop(q *virtio.Queue) bool {
-	for {
-		ok, err := q.Pop(&w.chain)
-		if err == nil {
-			if ok {
-				return true
-			}
-			if q.EnableNotify() {
-				continue
-			}
-			return false
-		}
-		w.d.Stats.Malformed.Add(1)
-		w.d.rl.Warn(w.d.log, err, "malformed chain")
-		if errors.Is(err, virtio.ErrQueueBroken) {
-			w.broken = true
-			w.a.Interrupt.NeedsReset()
-			return false
-		}
+	ok, broken := virtio.PopNext(q, &w.chain, w.a, &w.d.Stats, &w.d.rl, w.d.log)
+	if broken {
+		w.broken = true
 	}
+	return ok
 }
 
 func (w *worker) push(qi int, n uint32) {
