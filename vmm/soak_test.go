@@ -6,16 +6,11 @@ package vmm
 // must not see each other's state.
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/vmmgo/vmm/internal/procstat"
 	"net"
-	"os"
 	"runtime"
-	"runtime/debug"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,50 +96,12 @@ func runSoakGuest(code []byte, backend memory.Kind, cpus int, in uint64) error {
 	return m.Close()
 }
 
-// procSnapshot is what a process holds: open fds, OS threads, goroutines
-// and resident memory.
-type procSnapshot struct {
-	FDs, Threads, Goroutines int
-	RSSKiB                   int64
-}
-
-func (s procSnapshot) String() string {
-	return fmt.Sprintf("fds %d, threads %d, goroutines %d, RSS %d KiB", s.FDs, s.Threads, s.Goroutines, s.RSSKiB)
-}
-
-// takeSnapshot collects garbage first, so that finalizers closing forgotten
-// fds would show up as a difference between two snapshots, not hide one.
-func takeSnapshot(t testing.TB) procSnapshot {
+// takeSnapshot is procstat.Take for a test.
+func takeSnapshot(t testing.TB) procstat.Snapshot {
 	t.Helper()
-	runtime.GC()
-	debug.FreeOSMemory()
-	var s procSnapshot
-	ents, err := os.ReadDir("/proc/self/fd")
+	s, err := procstat.Take()
 	if err != nil {
 		t.Fatal(err)
-	}
-	s.FDs = len(ents) - 1 // the directory read itself held one
-	s.Goroutines = runtime.NumGoroutine()
-	st, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(st))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))
-		switch k {
-		case "Threads":
-			s.Threads, _ = strconv.Atoi(v)
-		case "VmRSS":
-			s.RSSKiB, _ = strconv.ParseInt(v, 10, 64)
-		}
-	}
-	if s.Threads == 0 || s.RSSKiB == 0 {
-		t.Fatalf("could not read Threads/VmRSS from /proc/self/status:\n%s", st)
 	}
 	return s
 }
@@ -159,7 +116,7 @@ const (
 	soakRSSSlackKiB = 16 << 10
 )
 
-func checkSoak(t *testing.T, before procSnapshot, settle func() procSnapshot) procSnapshot {
+func checkSoak(t *testing.T, before procstat.Snapshot, settle func() procstat.Snapshot) procstat.Snapshot {
 	t.Helper()
 	after := settle()
 	if after.FDs != before.FDs {
@@ -182,8 +139,8 @@ func checkSoak(t *testing.T, before procSnapshot, settle func() procSnapshot) pr
 // settleSnapshot retakes the snapshot until fds and goroutines match before
 // or a deadline passes (goroutines of a closed machine may still be
 // returning when Close does).
-func settleSnapshot(t testing.TB, before procSnapshot) func() procSnapshot {
-	return func() procSnapshot {
+func settleSnapshot(t testing.TB, before procstat.Snapshot) func() procstat.Snapshot {
+	return func() procstat.Snapshot {
 		deadline := time.Now().Add(3 * time.Second)
 		for {
 			s := takeSnapshot(t)

@@ -6,17 +6,15 @@ package main
 // process snapshots) are shared with signals_test.go.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/vmmgo/vmm/internal/procstat"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,44 +221,12 @@ func checkAnswer(r cliRun, in uint64) error {
 	return nil
 }
 
-// selfSnapshot is the test process's own fds, threads, goroutines and RSS.
-type selfSnapshot struct {
-	FDs, Threads, Goroutines int
-	RSSKiB                   int64
-}
-
-func (s selfSnapshot) String() string {
-	return fmt.Sprintf("fds %d, threads %d, goroutines %d, RSS %d KiB", s.FDs, s.Threads, s.Goroutines, s.RSSKiB)
-}
-
-func takeSelfSnapshot(t testing.TB) selfSnapshot {
+// takeSelfSnapshot is procstat.Take for a test.
+func takeSelfSnapshot(t testing.TB) procstat.Snapshot {
 	t.Helper()
-	runtime.GC()
-	debug.FreeOSMemory()
-	var s selfSnapshot
-	ents, err := os.ReadDir("/proc/self/fd")
+	s, err := procstat.Take()
 	if err != nil {
 		t.Fatal(err)
-	}
-	s.FDs = len(ents) - 1 // minus the directory being read
-	s.Goroutines = runtime.NumGoroutine()
-	st, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(st))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))
-		switch k {
-		case "Threads":
-			s.Threads, _ = strconv.Atoi(v)
-		case "VmRSS":
-			s.RSSKiB, _ = strconv.ParseInt(v, 10, 64)
-		}
 	}
 	return s
 }
