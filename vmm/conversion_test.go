@@ -88,22 +88,14 @@ func (p *convProgram) totalPages() uint64 {
 // source renders the guest.
 func (p *convProgram) source() string {
 	var b strings.Builder
+	b.WriteString(tinyguest.EnterUserMode(convUserStack, "user"))
 	fmt.Fprintf(&b, `
-	mov $%#x, %%rax          # drop to CPL3 with IOPL 3
-	push $0x23
-	push %%rax
-	push $0x3002
-	push $0x1b
-	lea user(%%rip), %%rax
-	push %%rax
-	iretq
-user:
 	xor %%r15d, %%r15d
 	mov $%#x, %%rdi          # touch the list and failure pages now, so that
 	mov $%#x, %%ecx          # the footprint after the pattern is final
 	xor %%eax, %%eax
 	rep stosq
-`, convUserStack, convList, (convUserStack-convList)/8)
+`, convList, (convUserStack-convList)/8)
 	for _, s := range p.steps {
 		switch s.kind {
 		case "private-prologue":

@@ -67,3 +67,22 @@ func Assemble(src string, org uint64) ([]byte, error) {
 	mu.Unlock()
 	return b, nil
 }
+
+// EnterUserMode is the assembly that drops a raw guest (the VMM's GDT: user
+// code 0x1b, user data 0x23; user-accessible identity map) from CPL0 to
+// CPL3 with IOPL 3, on the given user stack, continuing at label.
+// Kernel mode is emulated on hosts without VMX/SVM and user mode is not, so
+// tiny guests do their loops there.
+func EnterUserMode(stack uint64, label string) string {
+	return fmt.Sprintf(`
+	mov $%#x, %%rax        # user stack
+	push $0x23             # ss
+	push %%rax             # rsp
+	push $0x3002           # rflags: IOPL 3
+	push $0x1b             # cs: 64-bit user code
+	lea %s(%%rip), %%rax
+	push %%rax
+	iretq
+%s:
+`, stack, label, label)
+}

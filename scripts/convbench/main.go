@@ -160,16 +160,8 @@ const (
 
 // The guest drops to CPL3 with IOPL 3 and marks the start (1) and end (2)
 // of its loop; a failed conversion ends it with the status as exit code.
-const guestHead = `
-	mov $0x110000, %%rax
-	push $0x23
-	push %%rax
-	push $0x3002
-	push $0x1b
-	lea user(%%rip), %%rax
-	push %%rax
-	iretq
-user:
+// (a format string: the snippet's % signs are escaped.)
+var guestHead = strings.ReplaceAll(tinyguest.EnterUserMode(0x110000, "user"), "%", "%%") + `
 	mov $%#x, %%dx
 	mov $1, %%eax
 	out %%eax, %%dx
