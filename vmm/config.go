@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/memory"
 )
 
@@ -86,11 +87,7 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("unknown memory backend %q (want anon, memfd, hugetlb or guest_memfd)", c.MemoryBackend)
 	}
-	if c.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		c.Log = logrus.NewEntry(l)
-	}
+	c.Log = guestlog.OrDiscard(c.Log)
 	if c.KVMPath == "" {
 		c.KVMPath = "/dev/kvm"
 	}

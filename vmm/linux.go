@@ -175,8 +175,8 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 // irqLine drives an ISA interrupt line of the in-kernel irqchip.
 func (m *Machine) irqLine(irq uint32) func(level bool) {
 	return func(level bool) {
-		if err := m.vm.IRQLine(irq, level); err != nil && m.convLimit.allow() {
-			m.log.WithError(err).WithField("irq", irq).Warn("KVM_IRQ_LINE failed")
+		if err := m.vm.IRQLine(irq, level); err != nil {
+			m.irqLimit.Warn(m.log.WithField("irq", irq), err, "KVM_IRQ_LINE failed")
 		}
 	}
 }

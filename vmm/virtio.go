@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/kvm"
 	"github.com/vmmgo/vmm/virtio"
 	"github.com/vmmgo/vmm/virtio/pci"
@@ -401,7 +402,7 @@ type sharedLine struct {
 	mu         sync.Mutex
 	high       map[int]bool
 	assertions atomic.Uint64
-	errLimit   virtio.RateLimiter
+	errLimit   guestlog.Limiter
 }
 
 // input returns the INTx function of input id.

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/kvm"
 	"github.com/vmmgo/vmm/kvm/kvmtest"
 	"github.com/vmmgo/vmm/virtio"
@@ -23,7 +24,7 @@ func TestSharedLineWiredOR(t *testing.T) {
 	}
 	var calls []call
 	fail := false
-	l := &sharedLine{irq: 10, log: virtio.DiscardLog(), set: func(irq uint32, level bool) error {
+	l := &sharedLine{irq: 10, log: guestlog.Discard(), set: func(irq uint32, level bool) error {
 		calls = append(calls, call{irq, level})
 		if fail {
 			return errors.New("injected")

@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/virtio"
 )
 
@@ -62,7 +63,7 @@ type Device struct {
 	mac      stdnet.HardwareAddr
 	features uint64
 	log      *logrus.Entry
-	rl       virtio.RateLimiter
+	rl       guestlog.Limiter
 
 	mu      sync.Mutex
 	rxKick  *virtio.Kicker
@@ -137,9 +138,7 @@ func New(be Backend, offloads uint64, mac stdnet.HardwareAddr, log *logrus.Entry
 	if mac != nil && len(mac) != 6 {
 		return nil, fmt.Errorf("virtio-net: MAC %v is not 6 bytes", mac)
 	}
-	if log == nil {
-		log = virtio.DiscardLog()
-	}
+	log = guestlog.OrDiscard(log)
 	f := virtio.CommonFeatures | FStatus | offloads
 	if mac != nil {
 		f |= FMAC

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/virtio"
 )
 
@@ -82,10 +83,7 @@ func NewBus(opt Options) (*Bus, error) {
 	if opt.WindowSize == 0 || opt.WindowBase+opt.WindowSize < opt.WindowBase {
 		return nil, fmt.Errorf("pci: invalid MMIO window %#x+%#x", opt.WindowBase, opt.WindowSize)
 	}
-	log := opt.Log
-	if log == nil {
-		log = virtio.DiscardLog()
-	}
+	log := guestlog.OrDiscard(opt.Log)
 	b := &Bus{opt: opt, log: log, next: opt.WindowBase}
 	b.fns[0] = newHostBridge()
 	return b, nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/memory"
 	"github.com/vmmgo/vmm/virtio"
 )
@@ -104,7 +105,7 @@ type Device struct {
 	mem  virtio.GuestMemory
 	opt  DeviceOptions
 	log  *logrus.Entry
-	rl   virtio.RateLimiter
+	rl   guestlog.Limiter
 
 	offered uint64
 	nvec    int
@@ -493,7 +494,7 @@ func (d *Device) barWrite(off uint64, data []byte) {
 func (d *Device) badAccess(off uint64, n int, write bool) {
 	d.Stats.BadAccesses.Add(1)
 	if ok, s := d.rl.Allow(); ok {
-		d.log.WithFields(logrus.Fields{"off": fmt.Sprintf("%#x", off), "len": n, "write": write, "suppressed": s}).
+		guestlog.Suppressed(d.log, s).WithFields(logrus.Fields{"off": fmt.Sprintf("%#x", off), "len": n, "write": write}).
 			Warn("access to an unused part of the virtio BAR")
 	}
 }
@@ -820,9 +821,7 @@ func (d *Device) sendMSI(addr uint64, data uint32, send bool) {
 	}
 	if err := d.bus.opt.MSI.SignalMSI(addr, data); err != nil {
 		d.Stats.MSIErrors.Add(1)
-		if ok, _ := d.rl.Allow(); ok {
-			d.log.WithError(err).Warn("signal MSI")
-		}
+		d.rl.Warn(d.log, err, "signal MSI")
 	}
 }
 

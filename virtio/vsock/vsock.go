@@ -14,6 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/virtio"
 )
 
@@ -40,7 +41,7 @@ type Config struct {
 type Device struct {
 	cfg    Config
 	log    *logrus.Entry
-	rl     virtio.RateLimiter
+	rl     guestlog.Limiter
 	ln     *net.UnixListener
 	events chan event
 
@@ -76,10 +77,7 @@ func Open(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("virtio-vsock: listen on %s: %w", cfg.Path, err)
 	}
-	log := cfg.Log
-	if log == nil {
-		log = virtio.DiscardLog()
-	}
+	log := guestlog.OrDiscard(cfg.Log)
 	d := &Device{cfg: cfg, log: log.WithField("device", "virtio-vsock"), ln: ln, events: make(chan event, 256)}
 	go d.accept()
 	return d, nil
