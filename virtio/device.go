@@ -67,11 +67,12 @@ type Stats struct {
 	Malformed atomic.Uint64 // malformed chains or requests
 	Private   atomic.Uint64 // requests refused because they touched a private page
 	Notifies  atomic.Uint64 // interrupts sent
+	Panics    atomic.Uint64 // device-model panics contained (see Recover)
 }
 
 // Snapshot is a plain copy of Stats.
 type Snapshot struct {
-	Requests, Bytes, Errors, Malformed, Private, Notifies uint64
+	Requests, Bytes, Errors, Malformed, Private, Notifies, Panics uint64
 }
 
 // Snapshot returns the current counter values.
@@ -83,6 +84,7 @@ func (s *Stats) Snapshot() Snapshot {
 		Malformed: s.Malformed.Load(),
 		Private:   s.Private.Load(),
 		Notifies:  s.Notifies.Load(),
+		Panics:    s.Panics.Load(),
 	}
 }
 

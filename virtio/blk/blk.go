@@ -215,7 +215,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 		return errors.New("virtio-blk: already active")
 	}
 	a.Queues[0].SetMaxChainBytes(maxChain)
-	if !d.w.Start(func(k *virtio.Kicker, stop <-chan struct{}) { d.run(a, k, stop) }) {
+	if !d.w.Start(a, &d.Stats, func(k *virtio.Kicker, stop <-chan struct{}) { d.run(a, k, stop) }) {
 		return errors.New("virtio-blk: already active")
 	}
 	return nil

@@ -275,7 +275,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 		p.guestOpen, p.ready = p.console, false
 	}
 	w := &worker{d: d, a: a, multi: a.Features&FMultiport != 0 && len(a.Queues) > 3}
-	d.w.Start(w.run)
+	d.w.Start(a, &d.Stats, w.run)
 	return nil
 }
 

@@ -257,6 +257,7 @@ func (d *Device) broken(a virtio.Activation, err error) {
 // tx serves the transmit queue (§5.1.6.2).
 func (d *Device) tx(a virtio.Activation, k *virtio.Kicker, stop chan struct{}) {
 	defer d.wg.Done()
+	defer a.Recover(&d.Stats, "tx")
 	for {
 		select {
 		case <-stop:
@@ -344,6 +345,7 @@ func (d *Device) send(a virtio.Activation, c *virtio.Chain) {
 // rx moves frames from the backend into receive buffers (§5.1.6.3).
 func (d *Device) rx(a virtio.Activation, k *virtio.Kicker, stop chan struct{}) {
 	defer d.wg.Done()
+	defer a.Recover(&d.Stats, "rx")
 	q := a.Queues[0]
 	for {
 		n, err := d.be.Read(d.rxBuf)

@@ -94,6 +94,10 @@ type Stats struct {
 	MSIErrors      atomic.Uint64
 	FeatureRejects atomic.Uint64
 	BadAccesses    atomic.Uint64
+	// Panics counts panics of the device model's Notify, contained here
+	// (the vCPU thread or the VMM's ioeventfd reader called it): the
+	// device is marked DEVICE_NEEDS_RESET and the caller goes on.
+	Panics atomic.Uint64
 }
 
 // Device is one virtio PCI function.
@@ -214,13 +218,21 @@ func (d *Device) Status() uint8 {
 
 // Notify is the queue doorbell: called by the notify region on an MMIO
 // write, or by the VMM when its ioeventfd for NotifyAddr(q) fires. It never
-// blocks.
+// blocks, and a panic of the device model's Notify is the device's failure
+// (virtio.Fail), not its caller's.
 func (d *Device) Notify(q int) {
 	if q < 0 || q >= len(d.queues) || !d.notifyActive.Load() {
 		return
 	}
 	d.Stats.Notifies.Add(1)
+	defer d.recoverNotify()
 	d.dev.Notify(q)
+}
+
+func (d *Device) recoverNotify() {
+	if v := recover(); v != nil {
+		virtio.Fail(interrupter{d}, &d.Stats.Panics, d.log, "notify", v)
+	}
 }
 
 // Close stops the device and releases its host resources.

@@ -73,7 +73,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 	if len(a.Queues) != 1 || a.Queues[0] == nil {
 		return errors.New("virtio-rng: request queue not enabled")
 	}
-	if !d.w.Start(func(k *virtio.Kicker, stop <-chan struct{}) { d.run(a, k, stop) }) {
+	if !d.w.Start(a, &d.Stats, func(k *virtio.Kicker, stop <-chan struct{}) { d.run(a, k, stop) }) {
 		return errors.New("virtio-rng: already active")
 	}
 	return nil

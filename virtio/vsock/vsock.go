@@ -118,7 +118,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 		return errors.New("virtio-vsock: rx/tx queues not enabled")
 	}
 	w := &worker{d: d, a: a, conns: map[key]*conn{}, nextPort: firstHostPort}
-	if !d.w.Start(w.run) {
+	if !d.w.Start(a, &d.Stats, w.run) {
 		return errors.New("virtio-vsock: already active")
 	}
 	return nil
