@@ -439,13 +439,7 @@ func (t *gdbTarget) Stop() error {
 // holdSelf asks vCPU v, from its own thread, to park at the top of its
 // loop (pause.go) without waiting for it: the thread parks as soon as the
 // exit handler returns.
-func (v *vcpu) holdSelf() {
-	p := &v.m.parking
-	p.mu.Lock()
-	v.hold = true
-	v.holdFlag.Store(true)
-	p.mu.Unlock()
-}
+func (v *vcpu) holdSelf() { v.request(reqHold, false) }
 
 // stopped parks v and reports ev to the server. It runs on v's thread.
 func (t *gdbTarget) stopped(v *vcpu, ev gdbstub.StopEvent) {

@@ -56,7 +56,7 @@ type Machine struct {
 	// debug is the GDB stub's hook into the vCPU loop, nil without --gdb.
 	debug debugger
 
-	parking parking
+	ctl vcpuControl // the vCPUs' control states (pause.go)
 
 	// Stop reasons: the first one wins.
 	stopOnce sync.Once
@@ -76,7 +76,7 @@ func New(cfg Config) (_ *Machine, err error) {
 	}
 	m := &Machine{cfg: cfg, log: cfg.Log, done: make(chan struct{}), stats: newExitStats(),
 		convLimit: guestlog.Limiter{Burst: 10}, irqLimit: guestlog.Limiter{Burst: 10}}
-	m.parking.init()
+	m.ctl.init()
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -221,9 +221,8 @@ func (m *Machine) stop(r Result) {
 		m.result = r
 		close(m.done)
 		for _, v := range m.vcpus {
-			v.requestStop()
+			v.requestStop() // also wakes a parked vCPU
 		}
-		m.wakeParked()
 	})
 }
 
