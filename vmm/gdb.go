@@ -45,10 +45,6 @@ const debugStopTimeout = 5 * time.Second
 // before the server is torn down.
 const exitReportGrace = 2 * time.Second
 
-// capSetGuestDebug2 is KVM_CAP_SET_GUEST_DEBUG2 (kvm.h): the
-// KVM_GUESTDBG_* flags this kernel accepts.
-const capSetGuestDebug2 kvm.Cap = 195
-
 // ServeGDB starts the GDB remote-protocol stub on addr (tcp:HOST:PORT or
 // unix:PATH) for this machine. Call it after the machine is loaded (LoadRaw,
 // LoadLinux) and before Run. With wait, the vCPUs stay parked before their
@@ -72,7 +68,7 @@ func (m *Machine) ServeGDB(ctx context.Context, addr string, wait bool) (func(),
 	}
 	t := &gdbTarget{m: m, log: m.log.WithField("component", "gdb")}
 	t.emulatedHost, _ = HostEmulatesKernelMode(m.cfg.KVMPath)
-	if flags, err := m.sys.CheckExtension(capSetGuestDebug2); err == nil && uint32(flags)&kvm.GuestDbgBlockIRQ != 0 {
+	if flags, err := m.sys.CheckExtension(kvm.CapSetGuestDebug2); err == nil && uint32(flags)&kvm.GuestDbgBlockIRQ != 0 {
 		// Steps do not wander into interrupt handlers (what gdb users
 		// expect of stepi in a kernel; QEMU does the same).
 		t.blockIRQ = true

@@ -13,6 +13,7 @@ import (
 	"github.com/vmmgo/vmm/vmm/devices/acpipm"
 	"github.com/vmmgo/vmm/vmm/devices/debugport"
 	"github.com/vmmgo/vmm/vmm/devices/i8042"
+	"github.com/vmmgo/vmm/vmm/devices/pvpanic"
 	"github.com/vmmgo/vmm/vmm/devices/rtc"
 	"github.com/vmmgo/vmm/vmm/devices/serial"
 )
@@ -83,7 +84,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		ResetPort: PortResetCtl, ResetValue: firmware.DefaultResetValue,
 		Serial:      []firmware.SerialPort{{Port: PortCOM1, IRQ: IRQCOM1}},
 		I8042:       true,
-		PVPanicPort: PortPVPanic,
+		PVPanicPort: pvpanic.Port,
 		PCI:         true, // host bridge PNP0A08 with the BAR window (vmm/virtio.go)
 		ECAM:        true,
 		PCIIRQ:      IRQPCI,
@@ -232,7 +233,9 @@ func (m *Machine) attachPlatform(lc LinuxConfig, vw *virtioWiring) error {
 		{"pci-config+reset", PortPCIConfig, 8, pciConfig},
 		{"post", PortPOST, 1, m.post},
 		{"debugcon", PortDebugCon, 1, debugport.NewConsole(dbg, log.WithField("device", "debugcon"))},
-		{"pvpanic", PortPVPanic, 1, pvpanicDevice{m}},
+		{"pvpanic", pvpanic.Port, 1, pvpanic.New(func(detail string) {
+			m.stop(Result{Outcome: OutcomePanic, Detail: detail})
+		})},
 	} {
 		if err := m.pio.Register(d.name, d.base, d.size, d.dev); err != nil {
 			return err
