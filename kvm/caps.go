@@ -7,7 +7,7 @@ import (
 
 // Cap is a KVM capability number for KVM_CHECK_EXTENSION / KVM_ENABLE_CAP
 // (include/uapi/linux/kvm.h KVM_CAP_*). Numbers 230-244 are from the 6.18
-// header (shared doc kvm-memory-api.md §2); never add numbers claimed only by
+// header (docs/kvm-api.md §2); never add numbers claimed only by
 // unmerged series.
 type Cap uint32
 
@@ -77,7 +77,7 @@ const (
 
 // capNames maps every capability number of the mainline header to its
 // kernel name (0-223 from the 6.1 uapi header, 224-247 from the mainline
-// header cited in kvm-memory-api.md §2).
+// header, docs/kvm-api.md §2).
 var capNames = map[Cap]string{
 	0:   "KVM_CAP_IRQCHIP",
 	1:   "KVM_CAP_HLT",

@@ -113,7 +113,7 @@ func TestVMTypeNames(t *testing.T) {
 }
 
 // TestABIConstants pins the values other packages rely on (kvm.h,
-// kvm_para.h, and kvm-memory-api.md §9).
+// kvm_para.h, and docs/kvm-api.md §8).
 func TestABIConstants(t *testing.T) {
 	tests := []struct {
 		name      string

@@ -6,7 +6,7 @@
 // # Backends
 //
 // Each region is backed by one host allocation, made once (see
-// docs/memory-conversion.md in the shared docs):
+// docs/conversion.md and docs/kvm-api.md §4-§5):
 //
 //	anon         mmap(MAP_SHARED|MAP_ANONYMOUS)               4 KiB
 //	memfd        memfd_create + mmap(MAP_SHARED)              4 KiB

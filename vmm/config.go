@@ -32,7 +32,8 @@ type Config struct {
 	// CPUProfile names the CPUID profile ("host", "emulated"; "" = auto).
 	CPUProfile string
 
-	// Console receives the guest's serial output; ConsoleInput feeds it.
+	// Console receives the guest's serial output; Machine.SerialInputWait
+	// feeds its input.
 	Console io.Writer
 	// DebugCon receives port 0xe9 output (nil = Console).
 	DebugCon io.Writer

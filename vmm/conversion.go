@@ -18,7 +18,7 @@ import (
 // configureConversion decides whether KVM itself can enforce private memory
 // and says so in the log. On a default VM type it cannot:
 // KVM_CAP_MEMORY_ATTRIBUTES needs a VM type with private memory
-// (kvm-memory-api.md §6) and guest_memfd in-place attributes are not in 6.18.
+// (docs/kvm-api.md §6) and guest_memfd in-place attributes are not in 6.18.
 // Then privacy is enforced on the host side only: every device access goes
 // through the page state.
 func (m *Machine) configureConversion() {

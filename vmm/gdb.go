@@ -29,7 +29,7 @@ import (
 //     decoded by gdbstub.DebugRegs.StopEvent;
 //   - software breakpoints are int3 bytes in guest memory
 //     (gdbstub.SWBreakpoints) plus KVM_GUESTDBG_USE_SW_BP. On hosts whose
-//     KVM emulates guest kernel mode (docs host-kvm.md) an int3 at CPL0 is
+//     KVM emulates guest kernel mode (docs/host-kvm.md) an int3 at CPL0 is
 //     not executed at all: KVM_RUN fails with an emulation failure on the
 //     0xcc byte, which handleInternalError hands to onInt3.
 //
@@ -479,7 +479,7 @@ func reinjectBP(v *vcpu) error {
 }
 
 // onInt3 handles an int3 that KVM could not emulate (an emulation failure
-// with RIP on the 0xcc byte, host-kvm.md). If the debugger planted it, the
+// with RIP on the 0xcc byte, docs/host-kvm.md). If the debugger planted it, the
 // vCPU stops with RIP on the breakpoint (GDB's swbreak semantics) and true
 // is returned; otherwise the caller injects #BP for the guest.
 func (t *gdbTarget) onInt3(v *vcpu) bool {

@@ -324,7 +324,7 @@ func TestGDBUserModeStep(t *testing.T) {
 // TestGDBUserModeSoftwareBreakpoint plants an int3 in guest user mode. With
 // hardware virtualization KVM_GUESTDBG_USE_SW_BP makes the #BP exit to the
 // VMM (KVM_EXIT_DEBUG, exception 3). Hosts whose KVM emulates kernel mode
-// and runs user mode natively (host-kvm.md) do not intercept #BP at CPL3:
+// and runs user mode natively (docs/host-kvm.md) do not intercept #BP at CPL3:
 // the guest takes the exception itself (this guest has no IDT, so it
 // triple-faults). The test says so and skips there; kernel-mode software
 // breakpoints and hardware breakpoints work on such hosts (the tests above).
