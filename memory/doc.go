@@ -15,7 +15,8 @@
 //	guest_memfd  KVM_CREATE_GUEST_MEMFD(MMAP|INIT_SHARED),    4 KiB
 //	             made by the caller, mmap(MAP_SHARED)
 //
-// The package never imports kvm: the VMM creates the guest_memfd and
+// Of this module the package imports only internal/guestlog (a leaf, see
+// docs/architecture.md); it never imports kvm: the VMM creates the guest_memfd and
 // registers every mapping with KVM_SET_USER_MEMORY_REGION(2). Usage reports
 // what each backing really holds (resident pages by mincore, file blocks,
 // huge pages); its fields are documented on the Usage type.

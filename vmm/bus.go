@@ -8,9 +8,12 @@ import (
 	"sync/atomic"
 )
 
-// BusDevice is a device on the PIO or MMIO bus. off is the offset from the
-// base the device was registered at and len(data) the access size. A read
-// fills all of data. See docs/contracts.md.
+// BusDevice is a device on the PIO or MMIO bus, implemented structurally by
+// every port and MMIO device (vmm/devices/..., the virtio PCI transport).
+// off is the offset from the base the device was registered at; len(data)
+// is the access size (1, 2, 4 or 8; string I/O calls once per element);
+// vcpu is the index of the vCPU that made the access, on whose thread the
+// call runs. A read must fill all of data.
 type BusDevice interface {
 	BusRead(vcpu int, off uint64, data []byte)
 	BusWrite(vcpu int, off uint64, data []byte)

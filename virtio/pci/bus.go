@@ -12,7 +12,8 @@ import (
 	"github.com/vmmgo/vmm/virtio"
 )
 
-// BusDevice is a device on the VMM's PIO or MMIO bus (docs/contracts.md).
+// BusDevice is a device on the VMM's PIO or MMIO bus; the same method set
+// as vmm.BusDevice, declared here so that virtio never imports vmm.
 type BusDevice interface {
 	BusRead(vcpu int, off uint64, data []byte)
 	BusWrite(vcpu int, off uint64, data []byte)
