@@ -320,16 +320,7 @@ func TestExitCodeFromGuest(t *testing.T) {
 
 func TestUserModeGuest(t *testing.T) {
 	// Drop to CPL3 with IOPL 3 and do port I/O from user mode.
-	m := newRawMachine(t, smallConfig(memory.KindAnon), `
-		mov $0x7f000, %rax
-		push $0x23
-		push %rax
-		push $0x3002
-		push $0x1b
-		lea user(%rip), %rax
-		push %rax
-		iretq
-	user:
+	m := newRawMachine(t, smallConfig(memory.KindAnon), tinyguest.EnterUserMode(0x7f000, "user")+`
 		mov %cs, %ax
 		and $3, %eax
 		out %eax, $0xf4           # exit code = CPL`)
