@@ -321,7 +321,12 @@ func (f *deviceFlags) open(log *logrus.Entry, stdout io.Writer) (_ *openedDevice
 		case errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("--disk %s: no such file", d.path)
 		case err != nil && !d.readOnly && (errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS) || strings.Contains(err.Error(), "read-only")):
-			return nil, fmt.Errorf("--disk %s: %w (add ,readonly to attach it read-only)", d.path, err)
+			// blk's message already says what to do; say it once, in flag terms.
+			why := "not writable by this process"
+			if errors.Is(err, unix.EROFS) {
+				why = "on a read-only file system"
+			}
+			return nil, fmt.Errorf("--disk %s: the image is %s: add ,readonly to attach it read-only", d.path, why)
 		case err != nil:
 			return nil, fmt.Errorf("--disk %s: %w", d.path, err)
 		}

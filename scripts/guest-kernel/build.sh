@@ -186,6 +186,27 @@ pristine_source() {
 	echo "$dir"
 }
 
+# write_gdbinit writes $1/vmlinux-gdb.gdb for gdb's source lines: the
+# build tree the DWARF names is deleted after the build, so gdb is pointed
+# at the pristine source ($2) instead, and first at $1/src, which holds the
+# files the recipe adds or patches (docs/debugging.md).
+write_gdbinit() {
+	local out=$1 src=$2 build_dir
+	build_dir=$( (readelf --debug-dump=info "$out/vmlinux" 2>/dev/null || true) |
+		grep -m1 DW_AT_comp_dir | sed 's/.*: //') || true
+	if [[ -z $build_dir ]]; then
+		say "vmlinux names no build directory (no DWARF?): no gdb source paths"
+		return 0
+	fi
+	{
+		echo "# Source paths for gdb, written by scripts/guest-kernel/build.sh:"
+		echo "#   gdb -x $out/vmlinux-gdb.gdb $out/vmlinux"
+		echo "# (or let gdb load it: add-auto-load-safe-path $out)"
+		if [[ -d $out/src ]]; then echo "directory $out/src"; fi
+		echo "set substitute-path $build_dir $src"
+	} | replace_file "$out/vmlinux-gdb.gdb"
+}
+
 build() {
 	local key=$1 out=$2 tmp src tree log t0
 	tmp=$(mktemp -d "$CACHE_ROOT/.kernel-$key.XXXXXX")
@@ -231,6 +252,14 @@ build() {
 
 	cp "$tree/vmlinux" "$tree/System.map" "$tree/.config" "$tmp/out/"
 	cp "$tree/arch/x86/boot/bzImage" "$tmp/out/bzImage"
+	# What gdb cannot find in the pristine source: files added or patched.
+	local f
+	for f in lib/vmm_kunit_test.c $(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$INPUT_DIR"/patches/*.patch 2>/dev/null); do
+		[[ -f $tree/$f ]] || continue
+		mkdir -p "$tmp/out/src/$(dirname "$f")"
+		cp "$tree/$f" "$tmp/out/src/$f"
+	done
+	write_gdbinit "$tmp/out" "$src"
 	if grep -qx CONFIG_PVH=y "$tree/.config"; then
 		readelf -n "$tmp/out/vmlinux" | grep -q 'Xen.*0x00000012' ||
 			die "CONFIG_PVH=y but vmlinux has no XEN_ELFNOTE_PHYS32_ENTRY (0x12) note"
@@ -271,6 +300,10 @@ if source_version >/dev/null 2>&1; then
 	out="$CACHE_ROOT/kernel-$(cache_key)"
 	if complete "$out"; then
 		say "cache hit"
+		# Entries built before the gdb file existed get it now.
+		if [[ ! -f $out/vmlinux-gdb.gdb ]] && src=$(pristine_source); then
+			write_gdbinit "$out" "$src"
+		fi
 		echo "$out"
 		exit 0
 	fi
