@@ -6,10 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/vmmgo/vmm/kvm/kvmtest"
+	"github.com/vmmgo/vmm/vmm"
 	"github.com/vmmgo/vmm/vmm/ktap"
+	"github.com/vmmgo/vmm/vmm/vmtest"
 )
 
 func TestKUnitUsageErrors(t *testing.T) {
@@ -53,5 +58,51 @@ func TestKUnitPrinter(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("printer output lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// TestKUnitChecksKVMFirst: without access to /dev/kvm, `vmm kunit` says so
+// at once instead of first building a kernel for minutes.
+func TestKUnitChecksKVMFirst(t *testing.T) {
+	start := time.Now()
+	code, out, errOut := run(t, "kunit", "--kvm", filepath.Join(t.TempDir(), "kvm"))
+	if code != 1 || !strings.Contains(errOut, "does not exist") || strings.Contains(out, "Finding the cached guest kernel") {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 1, the KVM error and no kernel lookup", code, out, errOut)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("took %v", el)
+	}
+}
+
+// TestKUnitProgress: a long silence between "Booting" and the first
+// result is filled with the elapsed time and the boot stage (the last
+// console line), and stops once results arrive.
+func TestKUnitProgress(t *testing.T) {
+	kvmtest.Open(t)
+	saved, savedEvery := runKUnitGuest, progressEvery
+	defer func() { runKUnitGuest, progressEvery = saved, savedEvery }()
+	progressEvery = 80 * time.Millisecond
+	runKUnitGuest = func(ctx context.Context, opts vmtest.KUnitOptions, p *ktap.Parser, onLine func(string)) (*vmtest.KUnitResult, error) {
+		onLine("[    0.000000] Linux version 6.1.0")
+		time.Sleep(300 * time.Millisecond)
+		onLine("[    2.500000] PCI: Using configuration type 1 for base access")
+		time.Sleep(300 * time.Millisecond)
+		for _, l := range []string{"KTAP version 1", "1..1", "    KTAP version 1", "    # Subtest: demo", "    1..1", "    ok 1 case", "ok 1 demo"} {
+			p.Line(l)
+			onLine(l)
+		}
+		return &vmtest.KUnitResult{Result: &vmtest.Result{Outcome: vmm.OutcomePowerOff}, KTAP: p.Finish()}, nil
+	}
+	code, out, errOut := run(t, "kunit", "--kernel", "/dev/null", "--kvm", kvmtest.Path())
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"in the guest; console: [    0.000000] Linux version 6.1.0", "in the guest; console: [    2.500000] PCI:", "[PASSED] case"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if i := strings.Index(out, "[PASSED] case"); i >= 0 && strings.Contains(out[i:], "in the guest;") {
+		t.Errorf("progress lines after the results:\n%s", out)
 	}
 }
