@@ -214,7 +214,7 @@ func parseVsock(s string) (vsockSpec, error) {
 				return v, fmt.Errorf("cid=%s: want a number from 3 to 4294967295 (0-2 are reserved)", o[1])
 			}
 			v.cid = cid
-		case "path":
+		case "path", "socket": // socket= is Cloud Hypervisor's name
 			v.path = o[1]
 		default:
 			return v, fmt.Errorf("unknown option %q (want cid=N,path=PATH)", o[0])

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -386,5 +387,71 @@ func TestGDBAllInterfacesWarns(t *testing.T) {
 	}
 	if err := checkGDBAddr("unix:/tmp/g.sock"); err != nil {
 		t.Error(err)
+	}
+}
+
+// shellWords splits a command line like a shell would, for the simple
+// quoting the equivalents table uses.
+func shellWords(s string) []string {
+	var out []string
+	var cur strings.Builder
+	in, quoted := false, false
+	for _, r := range s {
+		switch {
+		case r == '\'':
+			quoted, in = !quoted, true
+		case r == ' ' && !quoted:
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	if in {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// TestEquivalents: the table in docs/cli.md says true things: every vmm
+// spelling is accepted, and every spelling marked as accepted (QEMU's,
+// Cloud Hypervisor's) describes the same machine as the vmm one.
+func TestEquivalents(t *testing.T) {
+	names := map[string]bool{}
+	for _, c := range commands() {
+		names[c.name] = true
+	}
+	for _, e := range equivalents {
+		var native []string
+		switch {
+		case strings.HasPrefix(e.vmm, "vmm "):
+			if w := shellWords(e.vmm); !names[w[1]] {
+				t.Errorf("%s: no command %q", e.what, w[1])
+			}
+			continue
+		case strings.Contains(e.vmm, "-config"): // needs a file; TestConfigRoundTrip covers it
+			if newBootFlags(io.Discard).fs.Lookup(strings.TrimLeft(shellWords(e.vmm)[0], "-")) == nil {
+				t.Errorf("%s: no flag %s", e.what, e.vmm)
+			}
+			continue
+		case e.vmm != "":
+			native = shellWords(e.vmm)
+		}
+		want := printConfig(t, native...)
+		for _, alt := range []struct {
+			spelling string
+			ok       bool
+		}{{e.qemu, e.qemuOK}, {e.cloudHV, e.chOK}} {
+			if !alt.ok {
+				continue
+			}
+			if got := printConfig(t, shellWords(alt.spelling)...); got != want {
+				t.Errorf("%s: %q and %q differ:\n%s\nvs\n%s", e.what, alt.spelling, e.vmm, got, want)
+			}
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,10 +39,11 @@ type machineFlags struct {
 
 func (f *machineFlags) register(fs *flag.FlagSet, defaultMemory string) {
 	fs.StringVar(&f.kvmPath, "kvm", "/dev/kvm", "KVM device `path`")
-	fs.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
-	fs.IntVar(&f.cpus, "smp", 1, "alias of --cpus")
-	fs.StringVar(&f.memory, "memory", defaultMemory, "guest RAM `size` (512M, 2G; a bare number is MiB)")
-	fs.StringVar(&f.memory, "m", defaultMemory, "alias of --memory")
+	f.cpus, f.memory = 1, defaultMemory
+	fs.Var((*cpusValue)(&f.cpus), "cpus", "number of vCPUs (Cloud Hypervisor's boot=N works too)")
+	fs.Var((*cpusValue)(&f.cpus), "smp", "alias of --cpus")
+	fs.Var((*memoryValue)(&f.memory), "memory", "guest RAM `size` (512M, 2G; a bare number is MiB; Cloud Hypervisor's size=1G works too)")
+	fs.Var((*memoryValue)(&f.memory), "m", "alias of --memory")
 	fs.StringVar(&f.backend, "memory-backend", "anon", "guest RAM backing: anon, memfd, hugetlb or guest_memfd")
 	fs.StringVar(&f.hugepageSize, "hugepage-size", "2M", "hugetlb page `size`: 2M or 1G")
 	fs.StringVar(&f.hugetlbfs, "hugetlbfs", "", "hugetlbfs mount `dir` for --memory-backend hugetlb (default: memfd with MFD_HUGETLB)")
@@ -119,6 +121,39 @@ func (f *machineFlags) config(stderr io.Writer) (vmm.Config, error) {
 		log.Warnf("--gdb %s listens on every network interface: anyone who can reach this host can read and change the guest", f.gdb)
 	}
 	return cfg, nil
+}
+
+// cpusValue is --cpus: N, or Cloud Hypervisor's boot=N.
+type cpusValue int
+
+func (c *cpusValue) String() string { return strconv.Itoa(int(*c)) }
+func (c *cpusValue) Get() any       { return int(*c) }
+func (c *cpusValue) Set(s string) error {
+	v := strings.TrimPrefix(s, "boot=")
+	if strings.Contains(v, "=") || strings.Contains(v, ",") {
+		return fmt.Errorf("%q: want a number of vCPUs (or boot=N)", s)
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return fmt.Errorf("%q: want a number of vCPUs", s)
+	}
+	*c = cpusValue(n)
+	return nil
+}
+
+// memoryValue is --memory: a size, or Cloud Hypervisor's size=SIZE. The
+// size is kept as typed (a --config file shows it so) and checked later.
+type memoryValue string
+
+func (m *memoryValue) String() string { return string(*m) }
+func (m *memoryValue) Get() any       { return string(*m) }
+func (m *memoryValue) Set(s string) error {
+	v := strings.TrimPrefix(s, "size=")
+	if strings.Contains(v, "=") || strings.Contains(v, ",") {
+		return fmt.Errorf("%q: want a size such as 1G (or size=1G); hugepages: --memory-backend hugetlb", s)
+	}
+	*m = memoryValue(v)
+	return nil
 }
 
 // meminfoPath is read for the host's RAM (a variable for tests).

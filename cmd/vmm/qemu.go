@@ -47,17 +47,21 @@ func (q *qemuFlags) register(fs *flag.FlagSet, b *bootFlags) {
 		note("-accel kvm: vmm always runs on KVM")
 		return nil
 	})
-	fs.Func("serial", "QEMU: `stdio`, mon:stdio, none, null or file:PATH = --console", func(v string) error {
+	fs.Func("serial", "QEMU: `stdio`, mon:stdio, none, null or file:PATH = --console (Cloud Hypervisor's tty, off, file=PATH too)", func(v string) error {
 		switch {
 		case v == "stdio" || v == "mon:stdio":
 			b.console = "stdio"
 			if v == "mon:stdio" {
 				note("-serial mon:stdio: vmm has no monitor; Ctrl-A h lists the console escapes, --control-socket serves pause/resume/stop")
 			}
-		case v == "none" || v == "null":
+		case v == "tty": // Cloud Hypervisor's --serial tty
+			b.console = "stdio"
+		case v == "none" || v == "null" || v == "off":
 			b.console = "none"
 		case strings.HasPrefix(v, "file:"):
 			b.console = v
+		case strings.HasPrefix(v, "file="): // Cloud Hypervisor's --serial file=PATH
+			b.console = "file:" + strings.TrimPrefix(v, "file=")
 		default:
 			return fmt.Errorf("%q: vmm's serial console is --console stdio, none or file:PATH", v)
 		}
