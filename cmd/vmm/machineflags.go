@@ -55,7 +55,7 @@ func (f *machineFlags) register(fs *flag.FlagSet, defaultMemory string) {
 	fs.BoolVar(&f.traceExits, "trace-exits", false, "log every vCPU exit at trace level (implies --log-level trace)")
 	fs.BoolVar(&f.stats, "stats", false, "print exit counters, memory conversion counters and footprint on exit")
 	fs.StringVar(&f.gdb, "gdb", "", "serve the GDB remote protocol on `addr` (tcp:HOST:PORT or unix:PATH); vCPUs are threads")
-	fs.StringVar(&f.statsSocket, "control-socket", "", "serve a control socket at this unix `path` while the guest runs: vmm stats PATH, vmm ctl PATH pause|resume|dump|stop")
+	fs.StringVar(&f.statsSocket, "control-socket", "", "serve the control API (JSON lines, docs/control-api.md) at this unix `path` while the guest runs: vmm stats PATH, vmm ctl PATH pause|resume|dump|stop|info")
 	fs.StringVar(&f.statsSocket, "stats-socket", "", "alias of --control-socket")
 	fs.BoolVar(&f.gdbWait, "gdb-wait", false, "with --gdb: stop before the first guest instruction until gdb continues")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: error, warn, info, debug, trace")
