@@ -204,8 +204,7 @@ func (k *kunitProgress) printed() {
 	k.mu.Unlock()
 }
 
-// run prints a progress line whenever nothing was printed for every; the
-// returned function stops it.
+// run calls tick on a timer; the returned function stops it.
 func (k *kunitProgress) run(every time.Duration) func() {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -219,27 +218,33 @@ func (k *kunitProgress) run(every time.Duration) func() {
 			case <-done:
 				return
 			case now := <-t.C:
-				k.mu.Lock()
-				quiet, last := now.Sub(k.quietSince), k.last
-				if quiet >= every {
-					k.quietSince = now
-				}
-				k.mu.Unlock()
-				if quiet < every {
-					continue
-				}
-				stage := "no console output yet"
-				if last != "" {
-					if len(last) > 100 {
-						last = last[:100] + "..."
-					}
-					stage = "console: " + last
-				}
-				k.stamp("... %s in the guest; %s", now.Sub(k.start).Round(time.Second), stage)
+				k.tick(now, every)
 			}
 		}
 	}()
 	return func() { close(done); wg.Wait() }
+}
+
+// tick prints a progress line when nothing was printed for every: the
+// time since the boot started and the last console line (the boot stage).
+func (k *kunitProgress) tick(now time.Time, every time.Duration) {
+	k.mu.Lock()
+	quiet, last := now.Sub(k.quietSince), k.last
+	if quiet >= every {
+		k.quietSince = now
+	}
+	k.mu.Unlock()
+	if quiet < every {
+		return
+	}
+	stage := "no console output yet"
+	if last != "" {
+		if len(last) > 100 {
+			last = last[:100] + "..."
+		}
+		stage = "console: " + last
+	}
+	k.stamp("... %s in the guest; %s", now.Sub(k.start).Round(time.Second), stage)
 }
 
 // kunitPrinter prints results as kunit.py does, as they arrive.
