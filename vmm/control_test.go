@@ -57,6 +57,21 @@ func readReply(t *testing.T, r *bufio.Reader, req string, v any) ControlReply {
 	return raw.ControlReply
 }
 
+// serveAndRun serves m's control socket and runs m; done closes when Run
+// returns, cancel ends it.
+func serveAndRun(t *testing.T, m *Machine) (path string, stop func(), done chan struct{}, cancel func()) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "c.sock")
+	stop, err := m.ServeControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done = make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	return path, stop, done, cancel
+}
+
 func readSnapshot(t *testing.T, path string) Stats {
 	t.Helper()
 	var s Stats
@@ -88,15 +103,8 @@ func TestControlSocket(t *testing.T) {
 		in %dx, %eax           # CONVERT: the read converts and returns the status
 		mov %eax, 0x300000
 	spin: jmp spin`)
-	path := filepath.Join(t.TempDir(), "stats.sock")
-	stop, err := m.ServeControl(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, stop, done, cancel := serveAndRun(t, m)
 	defer stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
 	var s Stats
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -215,15 +223,8 @@ func FuzzParseControl(f *testing.F) {
 // one connection carries several requests.
 func TestControlConcurrentClients(t *testing.T) {
 	m := newRawMachine(t, smallConfig(memory.KindAnon), "spin: jmp spin")
-	path := filepath.Join(t.TempDir(), "c.sock")
-	stop, err := m.ServeControl(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, stop, done, cancel := serveAndRun(t, m)
 	defer stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
 	silent := make([]net.Conn, 3)

@@ -110,11 +110,7 @@ func (q *qemuFlags) register(fs *flag.FlagSet, b *bootFlags) {
 			if id == "" {
 				return errors.New("if=none needs id=ID (and -device virtio-blk-pci,drive=ID)")
 			}
-			if _, dup := q.drives[id]; dup {
-				return fmt.Errorf("id=%s given twice", id)
-			}
-			q.drives[id] = d
-			return nil
+			return putID(q.drives, id, d)
 		}
 		b.df.disks = append(b.df.disks, d)
 		return nil
@@ -155,11 +151,7 @@ func (q *qemuFlags) register(fs *flag.FlagSet, b *bootFlags) {
 		if id == "" {
 			return errors.New("needs id=ID (named by -device virtio-net-pci,netdev=ID)")
 		}
-		if _, dup := q.netdevs[id]; dup {
-			return fmt.Errorf("id=%s given twice", id)
-		}
-		q.netdevs[id] = n
-		return nil
+		return putID(q.netdevs, id, n)
 	})
 	fs.Func("device", "QEMU: `virtio-rng-pci` = --rng; virtio-net-pci,netdev=ID[,mac=MAC]; virtio-blk-pci,drive=ID", func(v string) error {
 		drv, _, _ := strings.Cut(v, ",")
@@ -177,6 +169,15 @@ func (q *qemuFlags) register(fs *flag.FlagSet, b *bootFlags) {
 		}
 		return fmt.Errorf("%q: vmm's devices are virtio-blk, -net, -rng, -console and -vsock (docs/devices.md)", drv)
 	})
+}
+
+// putID records v under a -drive or -netdev id, refusing a second one.
+func putID[T any](m map[string]T, id string, v T) error {
+	if _, dup := m[id]; dup {
+		return fmt.Errorf("id=%s given twice", id)
+	}
+	m[id] = v
+	return nil
 }
 
 // parseQEMUDrive reads a -drive value; iface is "virtio" or "none".
