@@ -259,7 +259,11 @@ build() {
 		mkdir -p "$tmp/out/src/$(dirname "$f")"
 		cp "$tree/$f" "$tmp/out/src/$f"
 	done
-	write_gdbinit "$tmp/out" "$src"
+	if [[ ${VMM_KERNEL_KEEP_WORK:-} == 1 ]]; then
+		write_gdbinit "$tmp/out" "$CACHE_ROOT/work-kernel-$key" # the tree itself, kept below
+	else
+		write_gdbinit "$tmp/out" "$src"
+	fi
 	if grep -qx CONFIG_PVH=y "$tree/.config"; then
 		readelf -n "$tmp/out/vmlinux" | grep -q 'Xen.*0x00000012' ||
 			die "CONFIG_PVH=y but vmlinux has no XEN_ELFNOTE_PHYS32_ENTRY (0x12) note"
@@ -301,8 +305,13 @@ if source_version >/dev/null 2>&1; then
 	if complete "$out"; then
 		say "cache hit"
 		# Entries built before the gdb file existed get it now.
-		if [[ ! -f $out/vmlinux-gdb.gdb ]] && src=$(pristine_source); then
-			write_gdbinit "$out" "$src"
+		if [[ ! -f $out/vmlinux-gdb.gdb ]]; then
+			work="$CACHE_ROOT/work-${out##*/}" # a build tree kept with VMM_KERNEL_KEEP_WORK=1
+			if [[ -d $work ]]; then
+				write_gdbinit "$out" "$work"
+			elif src=$(pristine_source); then
+				write_gdbinit "$out" "$src"
+			fi
 		fi
 		echo "$out"
 		exit 0
