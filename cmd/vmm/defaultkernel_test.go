@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,22 @@ func fakeKernelCache(t *testing.T, src map[string]string) (cache, entry string) 
 	tarball := filepath.Join(base, "linux-test.tar")
 	if out, err := exec.Command("tar", "-cf", tarball, "-C", filepath.Dir(tree), "linux").CombinedOutput(); err != nil {
 		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	// The pristine tree build.sh extracts before a build (a cache hit does
+	// not extract): cache/src/<source version with [^A-Za-z0-9.+-] as _>.
+	st, err := os.Stat(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ver := []byte(fmt.Sprintf("tarball %s %d %d", filepath.Base(tarball), st.Size(), st.ModTime().Unix()))
+	for i, c := range ver {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '+' || c == '-') {
+			ver[i] = '_'
+		}
+	}
+	os.MkdirAll(filepath.Join(cache, "src"), 0o755)
+	if out, err := exec.Command("cp", "-a", tree, filepath.Join(cache, "src", string(ver))).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
 	}
 	t.Setenv("VMM_CACHE_DIR", cache)
 	t.Setenv("VMM_KERNEL_SOURCE", tarball)

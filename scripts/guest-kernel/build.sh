@@ -167,10 +167,11 @@ replace_file() {
 
 # pristine_source extracts the tarball once per source version and prints the
 # tree's path. Build trees are hard-linked copies of it.
+pristine_dir() { echo "$CACHE_ROOT/src/$(source_version | tr -c 'A-Za-z0-9.+\n-' '_')"; }
+
 pristine_source() {
-	local ver_id dir tmp
-	ver_id=$(source_version | tr -c 'A-Za-z0-9.+\n-' '_')
-	dir="$CACHE_ROOT/src/$ver_id"
+	local dir tmp
+	dir=$(pristine_dir)
 	if [[ ! -f $dir/Makefile ]]; then
 		say "extracting $SOURCE_TARBALL"
 		mkdir -p "$CACHE_ROOT/src"
@@ -307,9 +308,10 @@ if source_version >/dev/null 2>&1; then
 		# Entries built before the gdb file existed get it now.
 		if [[ ! -f $out/vmlinux-gdb.gdb ]]; then
 			work="$CACHE_ROOT/work-${out##*/}" # a build tree kept with VMM_KERNEL_KEEP_WORK=1
+			src=$(pristine_dir) # not extracted here: a cache hit stays fast
 			if [[ -d $work ]]; then
 				write_gdbinit "$out" "$work"
-			elif src=$(pristine_source); then
+			elif [[ -f $src/Makefile ]]; then
 				write_gdbinit "$out" "$src"
 			fi
 		fi
