@@ -151,7 +151,7 @@ docs/control-api.md.
 		return 2, err
 	}
 	if fs.NArg() != 2 {
-		return 2, usagef("want SOCKET and one of pause, resume, dump, stop")
+		return 2, usagef("want SOCKET and one of pause, resume, dump, stop, info")
 	}
 	cmd := fs.Arg(1)
 	switch cmd {
