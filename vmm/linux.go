@@ -118,8 +118,11 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		fc.Extract = false
 		bi, err = firmware.Load(m.mem, lc.Kernel, lc.Initrd, fc)
 	}
-	if err != nil {
+	if err != nil && strings.Contains(err.Error(), "RAM") { // too little guest RAM: say how to get more
 		return nil, fmt.Errorf("%w (guest RAM is %s: --memory)", err, formatSize(m.cfg.Memory))
+	}
+	if err != nil {
+		return nil, err
 	}
 	tables, err := m.writeBootTables(false)
 	if err != nil {

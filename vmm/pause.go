@@ -226,11 +226,11 @@ func (m *Machine) RunState() string {
 	}
 	switch {
 	case live == 0 && m.started.Load() == 0:
-		return "created"
+		return StateCreated
 	case live > 0 && parked == live:
-		return "paused"
+		return StatePaused
 	}
-	return "running"
+	return StateRunning
 }
 
 func (m *Machine) selectVCPUs(ids []int) []*vcpu {
