@@ -140,9 +140,6 @@ func NewQueue(mem GuestMemory, cfg QueueConfig, features uint64) (*Queue, error)
 		return nil, err
 	}
 	am, _ := mem.(AtomicMemory)
-	if hm, ok := mem.(HostMapper); ok && am == nil {
-		am = mappedAtomics{hm}
-	}
 	return &Queue{
 		mem:      mem,
 		am:       am,
