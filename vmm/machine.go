@@ -43,6 +43,11 @@ type Machine struct {
 	// kvmEnforced is true when KVM itself enforces private memory.
 	kvmEnforced bool
 	convLimit   *rateLimiter
+	// conv counts conversions by transport (conversion.go); the other two
+	// report a guest kernel without protected-guest support once.
+	conv               conversionCounters
+	unprotectedOnce    sync.Once
+	unprotectedDrivers atomic.Uint64
 
 	supportedCPUID []firmware.CPUIDEntry
 	pvmem          *pvmem.Device

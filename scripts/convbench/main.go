@@ -267,6 +267,7 @@ func runGuest(src string) (time.Duration, memory.Stats, error) {
 	cfg := vmm.DefaultConfig()
 	cfg.Memory = 16 << 20
 	cfg.Timeout = 60 * time.Second
+	cfg.TestUserConversions = true // the guest converts from CPL3, natively
 	m, err := vmm.New(cfg)
 	if err != nil {
 		return 0, memory.Stats{}, err
