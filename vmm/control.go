@@ -27,6 +27,8 @@ type Snapshot struct {
 	Memory  uint64            `json:"memory_bytes"`
 	// Pages is the shared/private page state and the conversion counters.
 	Pages memory.Stats `json:"pages"`
+	// Conversions is the conversion counters by transport (conversion.go).
+	Conversions ConversionStats `json:"conversions"`
 	// Footprint is the host memory in use for guest RAM.
 	Footprint memory.Usage `json:"footprint"`
 	Virtio    VirtioStats  `json:"virtio"`
@@ -35,7 +37,7 @@ type Snapshot struct {
 // Snapshot reads every counter without stopping the guest.
 func (m *Machine) Snapshot() Snapshot {
 	s := Snapshot{Time: time.Now(), CPUs: len(m.vcpus), State: "running", Exits: m.stats.snapshot(),
-		Backend: m.backend.Kind(), Memory: m.cfg.Memory, Pages: m.mem.Stats(), Virtio: m.VirtioStats()}
+		Backend: m.backend.Kind(), Memory: m.cfg.Memory, Pages: m.mem.Stats(), Conversions: m.Conversions(), Virtio: m.VirtioStats()}
 	if t := m.started.Load(); t != 0 {
 		s.Uptime = time.Since(time.Unix(0, t)).Round(time.Millisecond).String()
 	}

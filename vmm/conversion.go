@@ -68,6 +68,9 @@ type ConversionStats struct {
 	PVMemList     TransportStats `json:"pvmem_list"`
 	MemoryFault   TransportStats `json:"memory_fault"`
 	NotKernelMode uint64         `json:"not_kernel_mode"`
+	// UnprotectedDrivers counts virtio drivers refused because the guest
+	// kernel lacks protected-guest support (--private-memory only).
+	UnprotectedDrivers uint64 `json:"unprotected_drivers"`
 }
 
 type transportCounters struct {
@@ -117,6 +120,7 @@ func (m *Machine) Conversions() ConversionStats {
 	if m.pvmem != nil {
 		s.NotKernelMode = m.pvmem.Stats().NotKernel
 	}
+	s.UnprotectedDrivers = m.unprotectedDrivers.Load()
 	return s
 }
 
@@ -308,6 +312,9 @@ func (s ConversionStats) String() string {
 	}
 	if s.NotKernelMode > 0 {
 		fmt.Fprintf(&b, "conversions refused because the guest asked from user mode: %d\n", s.NotKernelMode)
+	}
+	if s.UnprotectedDrivers > 0 {
+		fmt.Fprintf(&b, "virtio drivers refused for lacking protected-guest support: %d\n", s.UnprotectedDrivers)
 	}
 	return b.String()
 }

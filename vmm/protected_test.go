@@ -3,7 +3,10 @@ package vmm
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/vmmgo/vmm/firmware"
 	"github.com/vmmgo/vmm/internal/tinyguest"
@@ -185,5 +188,54 @@ func TestProtectedGuestPorts(t *testing.T) {
 				t.Errorf("conversion counters %+v: want 1 register conversion, 2 CPL refusals", c)
 			}
 		})
+	}
+}
+
+func TestProtectedCmdline(t *testing.T) {
+	for _, tc := range []struct {
+		ram      uint64
+		private  bool
+		cmdline  string
+		want     string
+		wantMiB  uint32
+		announce bool
+	}{
+		{512 << 20, true, "console=ttyS0", "console=ttyS0 swiotlb=8192", 16, true}, // 16 MiB of 2 KiB slabs
+		{256 << 20, true, "", "swiotlb=4096", 8, true},
+		{64 << 20, true, "quiet", "quiet swiotlb=4096", 8, true},  // at least 8 MiB
+		{8 << 30, true, "quiet", "quiet swiotlb=32768", 64, true}, // at most 64 MiB
+		{512 << 20, true, "swiotlb=1024,force quiet", "swiotlb=1024,force quiet", 0, true},
+		{512 << 20, false, "quiet", "quiet", 0, false},
+	} {
+		m := &Machine{cfg: Config{Memory: tc.ram, PrivateMemory: tc.private}}
+		got, pm := m.protectedCmdline(tc.cmdline)
+		if got != tc.want || (pm != nil) != tc.announce || pm != nil && (pm.SwiotlbMiB != tc.wantMiB || pm.PVMemPort != PortPVMem) {
+			t.Errorf("%d MiB private=%v %q: %q, %+v; want %q, %d MiB", tc.ram>>20, tc.private, tc.cmdline, got, pm, tc.want, tc.wantMiB)
+		}
+		// Private pages stay >= 90 % of RAM with the default pool.
+		if tc.private && tc.ram >= 512<<20 && pm != nil && pm.SwiotlbMiB > 0 && uint64(pm.SwiotlbMiB)<<20*10 > tc.ram {
+			t.Errorf("%d MiB: a %d MiB swiotlb leaves less than 90 %% private", tc.ram>>20, pm.SwiotlbMiB)
+		}
+	}
+}
+
+// TestUnprotectedDriverLogsOnce: however many devices and attempts, one
+// clear error line, and a count of every refusal.
+func TestUnprotectedDriverLogsOnce(t *testing.T) {
+	var buf strings.Builder
+	l := logrus.New()
+	l.SetOutput(&buf)
+	m := &Machine{log: logrus.NewEntry(l)}
+	for i := 0; i < 5; i++ {
+		m.unprotectedDriver(fmt.Sprintf("virtio-blk@%02x", i), "driver did not accept VIRTIO_F_ACCESS_PLATFORM")
+	}
+	if n := strings.Count(buf.String(), "lacks protected-guest support"); n != 1 {
+		t.Errorf("%d log lines, want 1:\n%s", n, buf.String())
+	}
+	if !strings.Contains(buf.String(), "level=error") || !strings.Contains(buf.String(), "virtio-blk@00") {
+		t.Errorf("log line: %s", buf.String())
+	}
+	if m.Conversions().UnprotectedDrivers != 5 {
+		t.Errorf("unprotected drivers %d, want 5", m.Conversions().UnprotectedDrivers)
 	}
 }

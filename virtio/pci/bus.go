@@ -141,6 +141,17 @@ type DeviceOptions struct {
 	// Vectors is the MSI-X table size; 0 means one per queue plus one for
 	// configuration changes.
 	Vectors int
+	// AccessPlatform offers VIRTIO_F_ACCESS_PLATFORM and requires it: for a
+	// protected guest (all RAM private at boot), whose driver must use the
+	// platform's DMA API (swiotlb in shared memory). A driver that does not
+	// accept it gets FEATURES_OK refused, and DRIVER_OK with a virtqueue in
+	// memory the guest has not shared fails the activation (the device
+	// needs reset); both call OnUnprotected.
+	AccessPlatform bool
+	// OnUnprotected reports a driver without protected-guest support:
+	// device name and what it did. Called with the device's lock held: it
+	// must not call back into the device.
+	OnUnprotected func(device, why string)
 }
 
 // Add places dev in the next free slot with its BAR allocated from the
