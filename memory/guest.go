@@ -83,7 +83,7 @@ type regionState struct {
 // reading from the state check to the end of the copy. A device copy that
 // passed the check therefore finishes before any conversion of its pages
 // can start, and a conversion to private is visible to every device access
-// that starts after it returns. The device atomics (atomic_unsafe.go) hold
+// that starts after it returns. The device atomics (memory/atomic_unsafe.go) hold
 // it the same way. Read/Write (VMM side) take no lock.
 type Guest struct {
 	regions []*regionState
