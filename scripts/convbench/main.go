@@ -326,8 +326,32 @@ type sequence struct {
 	steps func(pages uint64, do func(first, n uint64, private bool) error) error
 }
 
+// protectedBoot models what a protected Linux guest (vmm boot
+// --private-memory, docs/conversion.md "Protected guests") does to its RAM:
+// all of it private, then the kernel shares its swiotlb pool (one
+// contiguous run, 1/32 of RAM as the VMM suggests, at least 8 MiB, at most
+// half of RAM here) and its virtqueue rings (one page each, scattered: 24
+// rings for blk, net, rng, console and vsock).
+func protectedBoot(pages uint64, do func(uint64, uint64, bool) error) error {
+	if err := do(0, pages, true); err != nil {
+		return err
+	}
+	pool := min(max(pages/32, 8<<20/memory.PageSize), pages/2)
+	if err := do(pages/4, pool, false); err != nil {
+		return err
+	}
+	const rings = 24
+	for i := uint64(0); i < rings; i++ {
+		if err := do(pages/2+i*(pages/2)/rings, 1, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func sequences(storm int) []sequence {
 	return []sequence{
+		{"protected boot (swiotlb+rings)", protectedBoot},
 		{"4K checkerboard", func(pages uint64, do func(uint64, uint64, bool) error) error {
 			for p := uint64(0); p < pages; p += 2 {
 				if err := do(p, 1, true); err != nil {
