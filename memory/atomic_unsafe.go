@@ -42,21 +42,29 @@ func (g *Guest) atomicWord(op string, gpa GPA, n uint64) (*uint32, error) {
 	return (*uint32)(unsafe.Pointer(&m[uint64(word-r.GPA)])), nil
 }
 
-// DeviceLoad16 atomically loads the little-endian 16-bit value at gpa
-// (2-byte aligned) for a device model: an acquire load of its word. It fails
-// like DeviceRead (ErrOutOfRange, ErrPrivate) and with ErrInvalid when gpa
-// is misaligned.
-func (g *Guest) DeviceLoad16(gpa GPA) (v uint16, err error) {
-	const op = "device load16"
+// atomic runs fn on the word containing gpa for a device model, with the
+// device check of the n bytes at gpa, under the read lock, fault-safe.
+func (g *Guest) atomic(op string, gpa GPA, n uint64, fn func(p *uint32) uint32) (v uint32, err error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
-	p, err := g.atomicWord(op, gpa, 2)
+	p, err := g.atomicWord(op, gpa, n)
 	if err != nil {
 		return 0, err
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer g.recoverFault(op, gpa, &err)
-	return uint16(atomic.LoadUint32(p) >> (uint(gpa&2) * 8)), nil
+	return fn(p), nil
+}
+
+func loadWord(p *uint32) uint32 { return atomic.LoadUint32(p) }
+
+// DeviceLoad16 atomically loads the little-endian 16-bit value at gpa
+// (2-byte aligned) for a device model: an acquire load of its word. It fails
+// like DeviceRead (ErrOutOfRange, ErrPrivate) and with ErrInvalid when gpa
+// is misaligned.
+func (g *Guest) DeviceLoad16(gpa GPA) (uint16, error) {
+	w, err := g.atomic("device load16", gpa, 2, loadWord)
+	return uint16(w >> (uint(gpa&2) * 8)), err
 }
 
 // storeRetries bounds the compare-and-swap loop of DeviceStore16: the other
@@ -71,55 +79,36 @@ const storeRetries = 64
 // If the other half keeps changing, the two bytes are stored on their own
 // (an aligned 16-bit store does not tear on amd64) and a locked no-op on the
 // word gives the barrier.
-func (g *Guest) DeviceStore16(gpa GPA, v uint16) (err error) {
-	const op = "device store16"
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	p, err := g.atomicWord(op, gpa, 2)
-	if err != nil {
-		return err
-	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer g.recoverFault(op, gpa, &err)
+func (g *Guest) DeviceStore16(gpa GPA, v uint16) error {
 	shift := uint(gpa&2) * 8
-	for range storeRetries {
-		old := atomic.LoadUint32(p)
-		if atomic.CompareAndSwapUint32(p, old, old&^(0xffff<<shift)|uint32(v)<<shift) {
-			return nil
+	_, err := g.atomic("device store16", gpa, 2, func(p *uint32) uint32 {
+		for range storeRetries {
+			old := atomic.LoadUint32(p)
+			if atomic.CompareAndSwapUint32(p, old, old&^(0xffff<<shift)|uint32(v)<<shift) {
+				return 0
+			}
 		}
-	}
-	half := (*uint16)(unsafe.Add(unsafe.Pointer(p), shift/8))
-	*half = v
-	atomic.AddUint32(p, 0)
-	return nil
+		*(*uint16)(unsafe.Add(unsafe.Pointer(p), shift/8)) = v
+		atomic.AddUint32(p, 0)
+		return 0
+	})
+	return err
 }
 
 // DeviceLoad32 atomically loads the little-endian 32-bit word at gpa
 // (4-byte aligned) for a device model.
-func (g *Guest) DeviceLoad32(gpa GPA) (v uint32, err error) {
-	const op = "device load32"
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	p, err := g.atomicWord(op, gpa, 4)
-	if err != nil {
-		return 0, err
-	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer g.recoverFault(op, gpa, &err)
-	return atomic.LoadUint32(p), nil
+func (g *Guest) DeviceLoad32(gpa GPA) (uint32, error) {
+	return g.atomic("device load32", gpa, 4, loadWord)
 }
 
 // DeviceCompareAndSwap32 atomically replaces old with new at the 4-byte
 // aligned gpa for a device model and reports whether it did.
-func (g *Guest) DeviceCompareAndSwap32(gpa GPA, old, new uint32) (swapped bool, err error) {
-	const op = "device cas32"
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	p, err := g.atomicWord(op, gpa, 4)
-	if err != nil {
-		return false, err
-	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer g.recoverFault(op, gpa, &err)
-	return atomic.CompareAndSwapUint32(p, old, new), nil
+func (g *Guest) DeviceCompareAndSwap32(gpa GPA, old, new uint32) (bool, error) {
+	ok, err := g.atomic("device cas32", gpa, 4, func(p *uint32) uint32 {
+		if atomic.CompareAndSwapUint32(p, old, new) {
+			return 1
+		}
+		return 0
+	})
+	return ok == 1, err
 }
