@@ -264,10 +264,16 @@ func (m *Machine) protectedCmdline(cmdline string) (string, *firmware.ProtectedM
 	return strings.TrimSpace(fmt.Sprintf("%s swiotlb=%d", cmdline, slabs)), m.protectedMode(mib)
 }
 
+// guestShares reports whether the guest has shared any memory (with
+// --private-memory it starts with none): a virtio driver negotiating
+// before that has no shared memory for its DMA.
+func (m *Machine) guestShares() bool { return m.mem.Stats().SharedPages > 0 }
+
 // unprotectedDriver reports, once per machine and clearly, that the guest
 // kernel drives a virtio device without protected-guest support: it did not
-// accept VIRTIO_F_ACCESS_PLATFORM or put a virtqueue in memory it had not
-// shared. Without this a --private-memory guest sees only I/O errors.
+// accept VIRTIO_F_ACCESS_PLATFORM, negotiated before sharing any memory, or
+// put a virtqueue in memory it had not shared. Without this a
+// --private-memory guest sees only I/O errors.
 func (m *Machine) unprotectedDriver(device, why string) {
 	m.unprotectedOnce.Do(func() {
 		m.log.WithFields(logrus.Fields{"device": device, "reason": why}).Error(

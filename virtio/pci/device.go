@@ -681,6 +681,13 @@ func (d *Device) setStatusLocked(v uint8) (activate, reset bool) {
 			d.Stats.FeatureRejects.Add(1)
 			d.unprotected(fmt.Sprintf("driver did not accept VIRTIO_F_ACCESS_PLATFORM (features %#x); FEATURES_OK refused", d.drvFeatures))
 			v &^= StatusFeaturesOK
+		} else if d.opt.AccessPlatform && d.opt.GuestShares != nil && !d.opt.GuestShares() {
+			// No shared memory at all: nowhere to put a DMA buffer. Refusing
+			// now makes the guest's probe fail cleanly (Linux: "device
+			// refused features", -ENODEV) instead of hanging on I/O later.
+			d.Stats.FeatureRejects.Add(1)
+			d.unprotected("FEATURES_OK while the guest has shared no memory at all (no swiotlb pool); FEATURES_OK refused")
+			v &^= StatusFeaturesOK
 		}
 	}
 	if v&^d.status&StatusDriverOK != 0 && d.status&StatusFeaturesOK == 0 && v&StatusFeaturesOK == 0 {

@@ -13,6 +13,10 @@ import (
 // newProtectedEnv is newEnv with DeviceOptions.AccessPlatform, recording
 // the OnUnprotected reports.
 func newProtectedEnv(t *testing.T, protected bool) (*env, *[]string) {
+	return newProtectedEnvShares(t, protected, nil)
+}
+
+func newProtectedEnvShares(t *testing.T, protected bool, shares func() bool) (*env, *[]string) {
 	t.Helper()
 	e := &env{echo: &echoDevice{}, msi: &msiRecorder{}, mem: virtiotest.NewMemory(1 << 20)}
 	var reports []string
@@ -23,6 +27,7 @@ func newProtectedEnv(t *testing.T, protected bool) (*env, *[]string) {
 	}
 	e.dev, err = e.bus.Add(e.echo, e.mem, pci.DeviceOptions{
 		AccessPlatform: protected,
+		GuestShares:    shares,
 		OnUnprotected:  func(dev, why string) { reports = append(reports, dev+": "+why) },
 	})
 	if err != nil {
@@ -78,9 +83,28 @@ func TestAccessPlatformNegotiation(t *testing.T) {
 	})
 }
 
-// TestAccessPlatformPrivateRings: a driver that accepts ACCESS_PLATFORM but
-// leaves a virtqueue in private memory (a kernel that knows the bit but not
-// that its RAM is private: stock Linux does exactly this) gets its
+// TestAccessPlatformNothingShared: while the guest has shared no memory,
+// even a driver with ACCESS_PLATFORM gets FEATURES_OK refused (a kernel
+// that knows the bit but not that its RAM is private: stock Linux); once
+// the guest shares, the same driver is accepted.
+func TestAccessPlatformNothingShared(t *testing.T) {
+	shared := false
+	e, reports := newProtectedEnvShares(t, true, func() bool { return shared })
+	feat := virtio.FVersion1 | virtio.FRingEventIdx | virtio.FAccessPlatform
+	if st := e.initDriver(t, feat, nil); st&pci.StatusFeaturesOK != 0 {
+		t.Fatal("FEATURES_OK accepted before the guest shared anything")
+	}
+	if len(*reports) != 1 || !strings.Contains((*reports)[0], "shared no memory") {
+		t.Fatalf("reports %q", *reports)
+	}
+	shared = true
+	if st := e.initDriver(t, feat, nil); st&pci.StatusFeaturesOK == 0 {
+		t.Fatal("FEATURES_OK refused after the guest shared memory")
+	}
+}
+
+// TestAccessPlatformPrivateRings: a driver that accepts ACCESS_PLATFORM and
+// has shared memory but leaves a virtqueue in private memory gets its
 // DRIVER_OK failed (DEVICE_NEEDS_RESET) and reported, instead of a storm of
 // refused ring accesses; once the rings are shared the device activates.
 func TestAccessPlatformPrivateRings(t *testing.T) {
