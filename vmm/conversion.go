@@ -221,9 +221,6 @@ func (m *Machine) vcpuCPL(id int) (int, error) {
 
 // Protected guests (--private-memory): what the VMM tells the guest kernel.
 
-// PVMemPortForCPUID is the pvmem base announced in CPUID 0x40000101 EBX.
-const PVMemPortForCPUID = PortPVMem
-
 // swiotlbDefaultMiB is the bounce-buffer pool the VMM suggests for a
 // protected guest of ram bytes: 1/32 of RAM within [8, 64] MiB (16 MiB for
 // 512 MiB), small enough that private pages stay above 90 % of RAM and big
@@ -244,7 +241,7 @@ func (m *Machine) protectedMode(swiotlbMiB uint32) *firmware.ProtectedMode {
 	if !m.cfg.PrivateMemory {
 		return nil
 	}
-	return &firmware.ProtectedMode{PVMemPort: PVMemPortForCPUID, SwiotlbMiB: swiotlbMiB}
+	return &firmware.ProtectedMode{PVMemPort: PortPVMem, SwiotlbMiB: swiotlbMiB} // the port attachPVMem registers
 }
 
 // protectedCmdline adds the swiotlb default to a protected guest's kernel
