@@ -57,7 +57,7 @@ func TestLinuxPrivateMemoryWithoutSupport(t *testing.T) {
 	if !strings.Contains(log, "shared no memory") {
 		t.Errorf("the log does not say why:\n%s", log)
 	}
-	if !strings.Contains(out, "swiotlb=") || !strings.Contains(out, "device refused features") {
+	if !strings.Contains(out, "swiotlb=") || !strings.Contains(out, "device refuses features") {
 		t.Errorf("console lacks the swiotlb default or the drivers' clean probe failure")
 	}
 	c := m.Conversions()
