@@ -3,15 +3,14 @@ package memory
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 )
 
 // Region maps Size bytes of guest physical memory at GPA onto Backend,
@@ -96,7 +95,7 @@ type Guest struct {
 	harden hardening
 
 	log      *logrus.Entry
-	lastLog  atomic.Int64 // unix nanos of the last rate-limited log line
+	logLimit guestlog.Limiter // refused device accesses
 	ctr      counters
 	nPrivate atomic.Uint64
 
@@ -130,13 +129,7 @@ func NewGuestWithOptions(opt GuestOptions, regions ...Region) (*Guest, error) {
 	if len(regions) == 0 {
 		return nil, fmt.Errorf("new guest: %w: no regions", ErrInvalid)
 	}
-	log := opt.Log
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
-	g := &Guest{policy: opt.Policy, log: log}
+	g := &Guest{policy: opt.Policy, log: guestlog.OrDiscard(opt.Log)}
 	switch opt.Policy {
 	case PolicyPreserve, PolicyZero:
 	default:
@@ -377,7 +370,7 @@ func (g *Guest) deviceCheck(op string, gpa GPA, n uint64) error {
 	if err := g.checkShared(gpa, n); err != nil {
 		if errors.Is(err, ErrPrivate) {
 			g.ctr.deviceRefused.Add(1)
-			g.rateLimitedLog(op+" refused", gpa, err)
+			g.logLimit.Warn(g.log.WithField("gpa", gpa), err, op+" refused")
 		}
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -412,15 +405,5 @@ func (g *Guest) recoverFault(op string, gpa GPA, err *error) {
 	g.ctr.deviceFaults.Add(1)
 	g.ctr.deviceRefused.Add(1)
 	*err = fmt.Errorf("%s: %w: memory fault at host address %#x during the access at %v: %v", op, ErrPrivate, f.Addr(), gpa, r)
-	g.rateLimitedLog(op+" faulted", gpa, *err)
-}
-
-// rateLimitedLog logs guest-triggerable events at most once per second.
-func (g *Guest) rateLimitedLog(msg string, gpa GPA, err error) {
-	now := time.Now().UnixNano()
-	last := g.lastLog.Load()
-	if now-last < int64(time.Second) || !g.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	g.log.WithField("gpa", gpa).WithError(err).Warn(msg)
+	g.logLimit.Warn(g.log.WithField("gpa", gpa), *err, op+" faulted")
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/memory"
 )
 
@@ -37,7 +38,8 @@ type Config struct {
 	// CPUProfile names the CPUID profile ("host", "emulated"; "" = auto).
 	CPUProfile string
 
-	// Console receives the guest's serial output; ConsoleInput feeds it.
+	// Console receives the guest's serial output; Machine.SerialInputWait
+	// feeds its input.
 	Console io.Writer
 	// DebugCon receives port 0xe9 output (nil = Console).
 	DebugCon io.Writer
@@ -92,11 +94,7 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("unknown memory backend %q (want anon, memfd, hugetlb or guest_memfd)", c.MemoryBackend)
 	}
-	if c.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		c.Log = logrus.NewEntry(l)
-	}
+	c.Log = guestlog.OrDiscard(c.Log)
 	if c.KVMPath == "" {
 		c.KVMPath = "/dev/kvm"
 	}

@@ -36,15 +36,10 @@ type Snapshot struct {
 
 // Snapshot reads every counter without stopping the guest.
 func (m *Machine) Snapshot() Snapshot {
-	s := Snapshot{Time: time.Now(), CPUs: len(m.vcpus), State: "running", Exits: m.stats.snapshot(),
+	s := Snapshot{Time: time.Now(), CPUs: len(m.vcpus), State: m.RunState(), Exits: m.stats.snapshot(),
 		Backend: m.backend.Kind(), Memory: m.cfg.Memory, Pages: m.mem.Stats(), Conversions: m.Conversions(), Virtio: m.VirtioStats()}
 	if t := m.started.Load(); t != 0 {
 		s.Uptime = time.Since(time.Unix(0, t)).Round(time.Millisecond).String()
-	}
-	select {
-	case <-m.done:
-		s.State = m.result.Outcome.String()
-	default:
 	}
 	if u, err := m.backend.Usage(); err == nil {
 		s.Footprint = u

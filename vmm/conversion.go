@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vmmgo/vmm/firmware"
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/kvm"
 	"github.com/vmmgo/vmm/memory"
 	"github.com/vmmgo/vmm/vmm/devices/pvmem"
@@ -95,8 +96,8 @@ func (m *Machine) convert(vcpu int, t Transport, req memory.ConvertRequest) (mem
 	c.requests.Add(1)
 	if err != nil {
 		c.refused.Add(1)
-		if m.convLimit.allow() {
-			m.log.WithFields(logrus.Fields{"vcpu": vcpu, "transport": t.String(), "request": req.String()}).
+		if ok, n := m.convLimit.Allow(); ok {
+			guestlog.Suppressed(m.log, n).WithFields(logrus.Fields{"vcpu": vcpu, "transport": t.String(), "request": req.String()}).
 				WithError(err).Warn("guest share/unshare request refused")
 		}
 		return res, err
@@ -127,7 +128,7 @@ func (m *Machine) Conversions() ConversionStats {
 // configureConversion decides whether KVM itself can enforce private memory
 // and says so in the log. On a default VM type it cannot:
 // KVM_CAP_MEMORY_ATTRIBUTES needs a VM type with private memory
-// (kvm-memory-api.md §6) and guest_memfd in-place attributes are not in 6.18.
+// (docs/kvm-api.md §6) and guest_memfd in-place attributes are not in 6.18.
 // Then privacy is enforced on the host side only: every device access goes
 // through the page state. The attribute sink is also where the guest_memfd
 // in-place conversion ioctl plugs in once the kernel has it; host access to

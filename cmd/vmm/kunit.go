@@ -12,8 +12,8 @@ import (
 
 	"github.com/vmmgo/vmm/internal/guestimage"
 	"github.com/vmmgo/vmm/vmm"
-	"github.com/vmmgo/vmm/vmm/ktap"
 	"github.com/vmmgo/vmm/vmm/vmtest"
+	"github.com/vmmgo/vmm/vmm/vmtest/ktap"
 )
 
 // runKUnit implements `vmm kunit`: boot a kernel with KUnit enabled, print

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmmgo/vmm/vmm/ktap"
+	"github.com/vmmgo/vmm/vmm/vmtest/ktap"
 )
 
 func TestKUnitUsageErrors(t *testing.T) {

@@ -37,6 +37,12 @@ CACHE_ROOT=${VMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vmm}
 SOURCE_PKG=linux-source-6.1
 SOURCE_TARBALL=${VMM_KERNEL_SOURCE:-/usr/src/linux-source-6.1.tar.xz}
 JOBS=${VMM_KERNEL_JOBS:-$(nproc)}
+# ccache, where installed, makes a rebuild after a small configuration or
+# patch change take minutes instead of a full build (make V=... unchanged).
+KMAKE=()
+if command -v ccache >/dev/null 2>&1; then
+	KMAKE=(CC="ccache gcc" HOSTCC="ccache gcc")
+fi
 APT_PACKAGES=(linux-source-6.1 bc flex bison libelf-dev libssl-dev gcc make
 	binutils xz-utils perl python3 util-linux)
 
@@ -195,7 +201,14 @@ build() {
 	mkdir -p "$tmp/out"
 	key_material >"$tmp/out/key.txt"
 	src=$(pristine_source)
-	tree="$tmp/linux"
+	# One fixed build path (under a lock shared by all keys): compiler caches
+	# hit across builds and the DWARF in vmlinux names a stable directory
+	# (docs/debugging.md: gdb source lines).
+	tree="$CACHE_ROOT/build/linux"
+	exec 7>"$CACHE_ROOT/.kernel-build.lock"
+	flock 7
+	rm -rf "$tree"
+	mkdir -p "$CACHE_ROOT/build"
 	say "preparing build tree $tree"
 	cp -al "$src" "$tree" 2>/dev/null || cp -a "$src" "$tree"
 
@@ -215,16 +228,16 @@ build() {
 	t0=$(date +%s)
 	say "make tinyconfig + config.fragment + olddefconfig"
 	{
-		make -C "$tree" tinyconfig
+		make -C "$tree" "${KMAKE[@]}" tinyconfig
 		(cd "$tree" && KCONFIG_CONFIG=.config scripts/kconfig/merge_config.sh -m .config "$INPUT_DIR/config.fragment")
-		make -C "$tree" olddefconfig
+		make -C "$tree" "${KMAKE[@]}" olddefconfig
 	} >>"$log" 2>&1 || { tail -n 30 "$log" >&2; die "configuration failed (see $log)"; }
 	fragment_check "$tree/.config" || die "config.fragment not fully applied (see above)"
 	say "config verified: all $(grep -cE '^(CONFIG_|# CONFIG_.* is not set)' "$INPUT_DIR/config.fragment") fragment options set as asked"
 
 	say "make -j$JOBS vmlinux bzImage (log: $log)"
 	# Progress: kbuild's one-line-per-step output on stderr, everything in the log.
-	if ! make -C "$tree" -j"$JOBS" vmlinux bzImage 2>&1 | tee -a "$log" >&2; then
+	if ! make -C "$tree" "${KMAKE[@]}" -j"$JOBS" vmlinux bzImage 2>&1 | tee -a "$log" >&2; then
 		die "kernel build failed (see $log)"
 	fi
 	say "kernel built in $(($(date +%s) - t0))s"
@@ -248,6 +261,7 @@ build() {
 		mv "$tree" "$CACHE_ROOT/work-kernel-$key"
 		say "kept build tree in $CACHE_ROOT/work-kernel-$key"
 	fi
+	rm -rf "$tree"
 	rm -rf "$out"
 	mv "$tmp/out" "$out"
 	rm -rf "$tmp"

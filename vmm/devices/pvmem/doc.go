@@ -5,7 +5,7 @@
 // requesting vCPU's CPL when a doorbell rings, because some hosts let guest
 // user mode reach the ports whatever IOPL says. It is the transport that works on every KVM
 // host, including the shadow-paging hosts where vmcall never exits (see
-// host-kvm.md); KVM_HC_MAP_GPA_RANGE is the other one. Both end in the one
+// docs/host-kvm.md); KVM_HC_MAP_GPA_RANGE is the other one. Both end in the one
 // conversion routine, memory.Guest.Convert.
 //
 // Two interfaces: per-vCPU registers for one request (GPA, NPAGES, ATTRS,

@@ -4,12 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/memory"
 )
 
@@ -133,7 +132,7 @@ type Device struct {
 	log      *logrus.Entry
 	features uint32
 	vcpus    []vcpuRegs // index = vCPU; only that vCPU's thread touches it
-	lastLog  atomic.Int64
+	logLimit guestlog.Limiter
 	stats    counters
 }
 
@@ -177,16 +176,10 @@ func New(mem Memory, cfg Config) (*Device, error) {
 	if cfg.CPL == nil && !cfg.AllowUser {
 		return nil, errors.New("pvmem: no way to read a vCPU's privilege level")
 	}
-	log := cfg.Log
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
 	d := &Device{
 		mem:      mem,
 		convert:  cfg.Convert,
-		log:      log.WithField("device", "pvmem"),
+		log:      guestlog.OrDiscard(cfg.Log).WithField("device", "pvmem"),
 		features: FeatureRegisters | FeatureBatch | FeatureState,
 		vcpus:    make([]vcpuRegs, cfg.VCPUs),
 	}
@@ -365,7 +358,7 @@ func (d *Device) kernelMode(vcpu int, r *vcpuRegs) bool {
 	if err == nil {
 		err = fmt.Errorf("vCPU at CPL %d", cpl)
 	}
-	d.rateLimitedLog(vcpu, "conversion refused: not from guest kernel mode", err)
+	d.logLimit.Warn(d.log.WithField("vcpu", vcpu), err, "conversion refused: not from guest kernel mode")
 	return false
 }
 
@@ -397,7 +390,7 @@ func (d *Device) convertList(vcpu int, r *vcpuRegs) {
 	r.status = statusReg(st)
 	if st != StatusOK {
 		d.stats.failed.Add(1)
-		d.rateLimitedLog(vcpu, "request list failed", fmt.Errorf("list %#x, %d entries, %d done: status %d: %v", r.list, r.count, r.done, st, err))
+		d.logLimit.Warn(d.log.WithField("vcpu", vcpu), fmt.Errorf("list %#x, %d entries, %d done: status %d: %v", r.list, r.count, r.done, st, err), "request list failed")
 	}
 }
 
@@ -446,13 +439,4 @@ func (d *Device) processList(vcpu int, r *vcpuRegs) (int64, error) {
 		}
 	}
 	return result, firstErr
-}
-
-func (d *Device) rateLimitedLog(vcpu int, msg string, err error) {
-	now := time.Now().UnixNano()
-	last := d.lastLog.Load()
-	if now-last < int64(time.Second) || !d.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	d.log.WithField("vcpu", vcpu).WithError(err).Warn(msg)
 }
