@@ -28,6 +28,12 @@ type Config struct {
 	ZeroOnConvert bool
 	// Harden keeps a device view of guest RAM with private ranges mprotected.
 	Harden bool
+	// TestUserConversions lets the pvmem port accept conversions from guest
+	// user mode (CPL3). Only for tiny test and benchmark guests, which
+	// convert from CPL3 because kernel mode is emulated on some hosts; a
+	// real guest must never get it (any guest process could convert
+	// memory). No command-line flag sets it.
+	TestUserConversions bool
 
 	// CPUProfile names the CPUID profile ("host", "emulated"; "" = auto).
 	CPUProfile string

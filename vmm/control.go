@@ -106,6 +106,8 @@ type Stats struct {
 	Pages         PageStats         `json:"pages"`
 	Footprint     FootprintStats    `json:"footprint"`
 	Virtio        VirtioCounters    `json:"virtio"`
+	// Conversions is the conversion counters by transport (conversion.go).
+	Conversions ConversionStats `json:"conversions"`
 }
 
 // PageStats is memory.Stats: the shared/private page state and the
@@ -169,6 +171,7 @@ func (m *Machine) Snapshot() Stats {
 		MemoryBackend: string(m.backend.Kind()), MemoryBytes: m.cfg.Memory}
 	copyFields(&s.Pages, m.mem.Stats())
 	copyFields(&s.Virtio, m.VirtioStats())
+	s.Conversions = m.Conversions()
 	if t := m.started.Load(); t != 0 {
 		s.UptimeSeconds = time.Since(time.Unix(0, t)).Seconds()
 	}

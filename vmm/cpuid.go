@@ -63,6 +63,7 @@ func (m *Machine) cpuidProfile(name string) (firmware.Profile, error) {
 		return p, err
 	}
 	p.MapGPARange = m.hypercallExit
+	p.Protected = m.protectedMode(0) // LoadLinux refines ECX (protectedCmdline)
 	return p, nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/vmmgo/vmm/kvm"
-	"github.com/vmmgo/vmm/memory"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -41,13 +40,7 @@ func (v *vcpu) handleMemoryFault(mf *kvm.MemoryFaultError) bool {
 	} else {
 		v.lastFaultGPA, v.faultRepeat = ex.GPA, 1
 	}
-	start := ex.GPA &^ (memory.PageSize - 1)
-	end := (ex.GPA + max(ex.Size, 1) + memory.PageSize - 1) &^ (memory.PageSize - 1)
-	attrs := uint64(0)
-	if private {
-		attrs = memory.AttrPrivate
-	}
-	if _, err := v.m.mem.Convert(memory.ConvertRequest{GPA: memory.GPA(start), NPages: (end - start) / memory.PageSize, Attrs: attrs}); err != nil {
+	if err := v.m.memoryFaultConvert(v.id, ex.GPA, ex.Size, private); err != nil {
 		v.m.stop(Result{Outcome: OutcomeError, Detail: fmt.Sprintf("vcpu %d: memory fault at gpa %#x (size %#x, private=%v) outside guest RAM: %v", v.id, ex.GPA, ex.Size, private, err), Dump: v.dump()})
 		return false
 	}

@@ -106,6 +106,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 	if profile.Emulated {
 		cmdline = strings.TrimSpace(cmdline + " " + emulatedKernelParams)
 	}
+	cmdline, profile.Protected = m.protectedCmdline(cmdline)
 	fc := firmware.Config{Cmdline: cmdline, E820: e820, RSDPAddr: memory.GPA(rsdp), NoPVH: lc.NoPVH}
 	fc.Extract = lc.Extract == ExtractOn
 	if lc.Extract == ExtractAuto {

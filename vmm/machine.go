@@ -47,6 +47,11 @@ type Machine struct {
 	convLimit guestlog.Limiter
 	// irqLimit throttles the log lines of failing interrupt lines.
 	irqLimit guestlog.Limiter
+	// conv counts conversions by transport (conversion.go); the other two
+	// report a guest kernel without protected-guest support once.
+	conv               conversionCounters
+	unprotectedOnce    sync.Once
+	unprotectedDrivers atomic.Uint64
 
 	supportedCPUID []firmware.CPUIDEntry
 	pvmem          *pvmem.Device

@@ -118,7 +118,8 @@ func (w *virtioWiring) attach(reset BusDevice) (BusDevice, error) {
 		return nil, err
 	}
 	for i, dev := range w.devices {
-		pdev, err := bus.Add(dev, m.mem, pci.DeviceOptions{INTx: w.intx.input(i), IRQ: IRQPCI})
+		pdev, err := bus.Add(dev, m.mem, pci.DeviceOptions{INTx: w.intx.input(i), IRQ: IRQPCI,
+			AccessPlatform: m.cfg.PrivateMemory, GuestShares: m.guestShares, OnUnprotected: m.unprotectedDriver}) // conversion.go
 		if err != nil {
 			return nil, fmt.Errorf("virtio device %d (%s): %w", i, dev.Type(), err)
 		}

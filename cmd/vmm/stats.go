@@ -108,6 +108,7 @@ func writeSnapshot(w io.Writer, s vmm.Stats) {
 	fmt.Fprintf(w, "pages: shared %d, private %d\n", p.SharedPages, p.PrivatePages)
 	fmt.Fprintf(w, "conversions: to-private %d, to-shared %d, pages converted %d, refused %d, device accesses refused %d\n",
 		p.ToPrivate, p.ToShared, p.PagesConverted, p.Refused, p.DeviceRefused)
+	fmt.Fprint(w, s.Conversions.String())
 	f := s.Footprint
 	fmt.Fprintf(w, "host footprint of guest RAM: %d bytes in use (resident %d, file blocks %d, hugetlb pages %d)\n",
 		f.InUseBytes, f.ResidentBytes, f.AllocatedBytes, f.HugePages)

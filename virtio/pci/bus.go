@@ -140,6 +140,22 @@ type DeviceOptions struct {
 	// Vectors is the MSI-X table size; 0 means one per queue plus one for
 	// configuration changes.
 	Vectors int
+	// AccessPlatform offers VIRTIO_F_ACCESS_PLATFORM and requires it: for a
+	// protected guest (all RAM private at boot), whose driver must use the
+	// platform's DMA API (swiotlb in shared memory). A driver that does not
+	// accept it gets FEATURES_OK refused, so does any driver while
+	// GuestShares reports false, and DRIVER_OK with a virtqueue in memory
+	// the guest has not shared fails the activation (the device needs
+	// reset); each calls OnUnprotected.
+	AccessPlatform bool
+	// GuestShares reports whether the guest has shared any memory yet (a
+	// protected kernel shares its swiotlb pool early in boot, before any
+	// driver runs). nil: not checked.
+	GuestShares func() bool
+	// OnUnprotected reports a driver without protected-guest support:
+	// device name and what it did. Called with the device's lock held: it
+	// must not call back into the device.
+	OnUnprotected func(device, why string)
 }
 
 // Add places dev in the next free slot with its BAR allocated from the

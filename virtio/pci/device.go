@@ -2,6 +2,7 @@ package pci
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -98,6 +99,9 @@ type Stats struct {
 	// (the vCPU thread or the VMM's ioeventfd reader called it): the
 	// device is marked DEVICE_NEEDS_RESET and the caller goes on.
 	Panics atomic.Uint64
+	// Unprotected counts drivers refused for lacking protected-guest
+	// support (DeviceOptions.AccessPlatform).
+	Unprotected atomic.Uint64
 }
 
 // Device is one virtio PCI function.
@@ -166,10 +170,14 @@ func newDevice(b *Bus, slot int, dev virtio.Device, mem virtio.GuestMemory, opt 
 	if name == "" {
 		name = fmt.Sprintf("virtio-%s@%02x", dev.Type(), slot)
 	}
+	offered := dev.Features() | virtio.FVersion1
+	if opt.AccessPlatform {
+		offered |= virtio.FAccessPlatform
+	}
 	d := &Device{
 		bus: b, slot: slot, name: name, dev: dev, mem: mem, opt: opt,
 		log:     b.log.WithField("device", name),
-		offered: dev.Features() | virtio.FVersion1,
+		offered: offered,
 		nvec:    nvec,
 		barAddr: addr, mapped: addr,
 		intLine: opt.IRQ,
@@ -660,6 +668,16 @@ func (d *Device) checkVector(v uint16) uint16 {
 	return v
 }
 
+// unprotected reports a driver without protected-guest support. Called with
+// d.mu held.
+func (d *Device) unprotected(why string) {
+	d.Stats.Unprotected.Add(1)
+	d.log.WithField("reason", why).Debug("driver without protected-guest support")
+	if d.opt.OnUnprotected != nil {
+		d.opt.OnUnprotected(d.name, why)
+	}
+}
+
 // setStatusLocked applies a driver write of the status byte (§2.1, §3.1.1).
 func (d *Device) setStatusLocked(v uint8) (activate, reset bool) {
 	if v == 0 {
@@ -670,6 +688,18 @@ func (d *Device) setStatusLocked(v uint8) (activate, reset bool) {
 		if d.drvFeatures&^d.offered != 0 || d.drvFeatures&virtio.FVersion1 == 0 {
 			d.Stats.FeatureRejects.Add(1)
 			d.log.WithField("features", fmt.Sprintf("%#x", d.drvFeatures)).Debug("rejecting FEATURES_OK")
+			v &^= StatusFeaturesOK
+		} else if d.opt.AccessPlatform && d.drvFeatures&virtio.FAccessPlatform == 0 {
+			// A protected guest's driver must go through the DMA API.
+			d.Stats.FeatureRejects.Add(1)
+			d.unprotected(fmt.Sprintf("driver did not accept VIRTIO_F_ACCESS_PLATFORM (features %#x); FEATURES_OK refused", d.drvFeatures))
+			v &^= StatusFeaturesOK
+		} else if d.opt.AccessPlatform && d.opt.GuestShares != nil && !d.opt.GuestShares() {
+			// No shared memory at all: nowhere to put a DMA buffer. Refusing
+			// now makes the guest's probe fail cleanly (Linux: "device
+			// refused features", -ENODEV) instead of hanging on I/O later.
+			d.Stats.FeatureRejects.Add(1)
+			d.unprotected("FEATURES_OK while the guest has shared no memory at all (no swiotlb pool); FEATURES_OK refused")
 			v &^= StatusFeaturesOK
 		}
 	}
@@ -702,6 +732,15 @@ func (d *Device) activate() {
 		if err != nil {
 			err = fmt.Errorf("queue %d: %w", i, err)
 			break
+		}
+		if d.opt.AccessPlatform {
+			if err = queues[i].CheckRings(); err != nil {
+				err = fmt.Errorf("queue %d: %w", i, err)
+				if errors.Is(err, memory.ErrPrivate) {
+					d.unprotected("DRIVER_OK with a virtqueue in private memory: " + err.Error())
+				}
+				break
+			}
 		}
 	}
 	features := d.drvFeatures
