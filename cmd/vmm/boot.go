@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -153,7 +152,8 @@ Flags:
 	// host-side decompression allocated) before the guest runs for hours.
 	releaseKernel() // idempotent: the deferred call does nothing more
 	lc.Kernel, lc.Initrd, kdata, idata = nil, nil, nil, nil
-	debug.FreeOSMemory()
+	// ...after the guest started, not before its first instruction.
+	go trimAfterStart(ctx)
 	stopServices, err := mf.startServices(ctx, m, stderr)
 	if err != nil {
 		return 1, err

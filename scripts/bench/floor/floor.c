@@ -8,6 +8,8 @@
  *   0x3f8 (COM1 THR)  the byte goes to stdout (the start and end markers)
  *   0x3ff (COM1 SCR)  nothing: the exit loop
  *   0xf4, 0x604       exit 0 (QEMU's isa-debug-exit, ACPI S5)
+ * and HLT (the idle variant's cli; hlt: nothing can wake the vCPU), which
+ * leaves the process asleep until it is killed, as a VMM with an idle guest.
  * Anything else the guest does that exits ends the program with status 1 and
  * the reason on stderr. Built by the bench with gcc in the same run.
  *
@@ -159,7 +161,8 @@ int main(int argc, char **argv)
 			}
 			break;
 		case KVM_EXIT_HLT:
-			return 0;
+			for (;;)
+				pause();
 		default:
 			fprintf(stderr, "floor: exit reason %u\n", run->exit_reason);
 			return 1;
