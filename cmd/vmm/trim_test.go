@@ -17,7 +17,7 @@ func TestReadOnlyMappingOf(t *testing.T) {
 		{"00400000-00687000 r-xp 00000000 fd:01 123 /usr/bin/vmm", 0x400000, 0x687000, true},
 		{"00687000-0094a000 r--p 00287000 fd:01 123 /usr/bin/vmm", 0x687000, 0x94a000, true},
 		{"0094a000-009b5000 rw-p 0054a000 fd:01 123 /usr/bin/vmm", 0, 0, false}, // data: written
-		{"7f00-8f00 r--s 0 fd:01 9 /usr/bin/vmm", 0, 0, false},                 // shared
+		{"7f00-8f00 r--s 0 fd:01 9 /usr/bin/vmm", 0, 0, false},                  // shared
 		{"00400000-00687000 r-xp 00000000 fd:01 123 /usr/bin/other", 0, 0, false},
 		{"7ffd5fa77000-7ffd5fa98000 rw-p 00000000 00:00 0 [stack]", 0, 0, false},
 		{"zz-00687000 r-xp 0 fd:01 123 /usr/bin/vmm", 0, 0, false},
