@@ -40,6 +40,11 @@ type options struct {
 	convTimeout               time.Duration
 	budget                    time.Duration
 	began                     time.Time
+	// hogs CPU-bound processes (yes >/dev/null) run beside the whole
+	// bench; doc is the markdown file whose results section for this run's
+	// label the report replaces.
+	hogs int
+	doc  string
 }
 
 // bench holds the tools and what was measured.
@@ -104,6 +109,8 @@ func main() {
 	flag.StringVar(&o.outDir, "out", "", "directory for the PNG chart (default: docs/ of the source tree)")
 	flag.DurationVar(&o.convTimeout, "conv-timeout", 180*time.Second, "bound on scripts/convbench")
 	flag.DurationVar(&o.budget, "budget", 14*time.Minute, "whole-run budget: Linux boots after the first round are skipped when the next one would overrun it")
+	flag.IntVar(&o.hogs, "hogs", 0, "run this many CPU hogs (`yes >/dev/null`) during the whole run, killed at its end")
+	flag.StringVar(&o.doc, "doc", "", "also write the report into this markdown `file`, replacing its results section for the same load (quiet or N CPU hogs)")
 	flag.Parse()
 	o.backends = strings.Split(backends, ",")
 	if o.n2 <= o.n1 || o.n1 < 0 || o.reps < 1 || o.exitReps < 1 || o.linuxReps < 1 {
@@ -139,6 +146,11 @@ func realMain(ctx context.Context, o options) error {
 	if b.ours, err = buildOurs(ctx, b.root, b.cache); err != nil {
 		return err
 	}
+	stopHogs, err := startHogs(o.hogs)
+	if err != nil {
+		return err
+	}
+	defer stopHogs()
 	if b.qemu, b.qemuVer, err = ensureQEMU(ctx, b.logf); err != nil {
 		return err
 	}
@@ -176,7 +188,16 @@ func realMain(ctx context.Context, o options) error {
 		return fmt.Errorf("chart: %w", err)
 	}
 	b.logf("wrote %s", png)
-	b.report(os.Stdout, date, filepath.Base(png), time.Since(began))
+	stopHogs()
+	var rep strings.Builder
+	b.report(&rep, date, filepath.Base(png), time.Since(began))
+	os.Stdout.WriteString(rep.String())
+	if o.doc != "" {
+		if err := replaceResults(o.doc, loadLabel(o.hogs), rep.String()); err != nil {
+			return fmt.Errorf("update %s: %w", o.doc, err)
+		}
+		b.logf("updated %s", o.doc)
+	}
 	return b.peersRan()
 }
 

@@ -72,7 +72,7 @@ func shorten(s string, n int) string {
 
 // report writes the markdown results.
 func (b *bench) report(w io.Writer, date, png string, took time.Duration) {
-	fmt.Fprintf(w, "## Results of %s\n\n", date)
+	fmt.Fprintf(w, "## Results of %s (%s)\n\n", date, loadLabel(b.opt.hogs))
 	fmt.Fprintf(w, "`go run ./scripts/bench` took %s. Medians, with (min–max, n=runs).\n\n", took.Round(time.Second))
 	fmt.Fprintf(w, "### Machine\n\n%s\n", machine())
 	fmt.Fprintf(w, "### VMMs\n\n")
