@@ -53,6 +53,9 @@ type HostSignals struct {
 	Modules []string
 	// Err is why the signals could not be read (then they decide nothing).
 	Err error
+	// flagsRead is set once /proc/cpuinfo was read (DetectHost skips it
+	// when kvm_pvm alone decides).
+	flagsRead bool
 }
 
 // kvmVendorModules are the modules that can back /dev/kvm on x86.
@@ -61,21 +64,35 @@ var kvmVendorModules = []string{"kvm_intel", "kvm_amd", "kvm_pvm"}
 // hostRoot prefixes /proc and /sys in tests.
 var hostRoot = "/"
 
-// ReadHostSignals reads /proc/cpuinfo's first flags line and /sys/module:
-// about 100 µs, no VM created.
+// ReadHostSignals reads /sys/module and /proc/cpuinfo's first flags line
+// (about 100 µs: the kernel asks every CPU for its frequency to print
+// /proc/cpuinfo), no VM created.
 func ReadHostSignals() HostSignals {
+	s := readModules()
+	s.readFlags()
+	return s
+}
+
+// readModules fills Modules only.
+func readModules() HostSignals {
 	var s HostSignals
 	for _, m := range kvmVendorModules {
 		if _, err := os.Stat(filepath.Join(hostRoot, "sys/module", m)); err == nil {
 			s.Modules = append(s.Modules, m)
 		}
 	}
+	return s
+}
+
+// readFlags fills the CPU flags (or Err) from /proc/cpuinfo.
+func (s *HostSignals) readFlags() {
 	f, err := os.Open(filepath.Join(hostRoot, "proc/cpuinfo"))
 	if err != nil {
 		s.Err = err
-		return s
+		return
 	}
 	defer f.Close()
+	s.flagsRead = true
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 8192), 1<<20)
 	for sc.Scan() {
@@ -93,14 +110,13 @@ func ReadHostSignals() HostSignals {
 				s.Hypervisor = true
 			}
 		}
-		return s
+		return
 	}
 	if err := sc.Err(); err != nil {
 		s.Err = fmt.Errorf("/proc/cpuinfo: %w", err)
 	} else {
 		s.Err = fmt.Errorf("/proc/cpuinfo has no flags line")
 	}
-	return s
 }
 
 func (s HostSignals) has(module string) bool {
@@ -127,6 +143,9 @@ func (s HostSignals) String() string {
 		}
 	}
 	flags, mods := "none of vmx/svm/hypervisor", "none of "+strings.Join(kvmVendorModules, "/")
+	if !s.flagsRead {
+		flags = "not read (not needed)"
+	}
 	if len(fl) > 0 {
 		flags = strings.Join(fl, " ")
 	}
@@ -177,7 +196,12 @@ func (d HostDecision) String() string { return fmt.Sprintf("%s (%s)", d.Kind, d.
 // with tiny probe guests only when they are ambiguous (a few milliseconds;
 // see MeasureHost). path is the KVM device the measurement uses.
 func DetectHost(ctx context.Context, path string) (HostDecision, error) {
-	s := ReadHostSignals()
+	s := readModules()
+	if len(s.Modules) != 1 || s.Modules[0] != "kvm_pvm" {
+		// kvm_pvm alone decides without the CPU flags; everything else
+		// needs them.
+		s.readFlags()
+	}
 	d := HostDecision{Signals: s}
 	d.Kind, d.Reason = s.Decide()
 	if d.Kind != HostAuto {

@@ -173,3 +173,22 @@ func TestConfigHostValidate(t *testing.T) {
 		t.Fatalf("bad host kind: %v", err)
 	}
 }
+
+// TestDetectHostPVMSkipsCPUInfo: kvm_pvm alone decides without reading
+// /proc/cpuinfo (absent here), and nothing is measured.
+func TestDetectHostPVMSkipsCPUInfo(t *testing.T) {
+	fakeHost(t, "-", "kvm_pvm")
+	d, err := DetectHost(context.Background(), "/nonexistent/kvm")
+	if err != nil || d.Kind != HostEmulated || d.Measured {
+		t.Fatalf("DetectHost = %+v, %v", d, err)
+	}
+	if !strings.Contains(d.Signals.String(), "not read") {
+		t.Errorf("signals %q", d.Signals)
+	}
+	// Ambiguous signals on a host without KVM: the error says both.
+	fakeHost(t, "fpu", "kvm_intel")
+	if _, err := DetectHost(context.Background(), "/nonexistent/kvm"); err == nil ||
+		!strings.Contains(err.Error(), "ambiguous") || !strings.Contains(err.Error(), "/nonexistent/kvm") {
+		t.Fatalf("err = %v", err)
+	}
+}
