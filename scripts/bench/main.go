@@ -183,7 +183,11 @@ func realMain(ctx context.Context, o options) error {
 	b.convBench(ctx)
 
 	date := time.Now().Format("2006-01-02")
-	png := filepath.Join(o.outDir, "bench-"+date+".png")
+	name := "bench-" + date
+	if o.hogs > 0 {
+		name += fmt.Sprintf("-%dhogs", o.hogs) // beside the quiet run's chart
+	}
+	png := filepath.Join(o.outDir, name+".png")
 	if err := writeChart(png, b); err != nil {
 		return fmt.Errorf("chart: %w", err)
 	}
