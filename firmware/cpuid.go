@@ -39,7 +39,7 @@ const (
 // CPUID bits the "emulated" profile clears (Intel SDM Vol. 2A CPUID, AMD APM
 // Vol. 3 App. E). The host here runs guest kernel mode in KVM's instruction
 // emulator, which does not implement these instructions; Linux uses each of
-// them in kernel mode once CPUID advertises it (shared/docs/host-kvm.md).
+// them in kernel mode once CPUID advertises it (docs/host-kvm.md).
 const (
 	// Leaf 1 ECX.
 	cpuid1PCLMULQDQ  = 1 << 1  // pclmulqdq: crc/ghash crypto paths

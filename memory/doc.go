@@ -6,7 +6,7 @@
 // # Backends
 //
 // Each region is backed by one host allocation, made once (see
-// docs/memory-conversion.md in the shared docs):
+// docs/conversion.md and docs/kvm-api.md §4-§5):
 //
 //	anon         mmap(MAP_SHARED|MAP_ANONYMOUS)               4 KiB
 //	memfd        memfd_create + mmap(MAP_SHARED)              4 KiB
@@ -15,7 +15,8 @@
 //	guest_memfd  KVM_CREATE_GUEST_MEMFD(MMAP|INIT_SHARED),    4 KiB
 //	             made by the caller, mmap(MAP_SHARED)
 //
-// The package never imports kvm: the VMM creates the guest_memfd and
+// Of this module the package imports only internal/guestlog (a leaf, see
+// docs/architecture.md); it never imports kvm: the VMM creates the guest_memfd and
 // registers every mapping with KVM_SET_USER_MEMORY_REGION(2). Usage reports
 // what each backing really holds (resident pages by mincore, file blocks,
 // huge pages); its fields are documented on the Usage type.

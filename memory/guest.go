@@ -3,15 +3,14 @@ package memory
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 )
 
 // Region maps Size bytes of guest physical memory at GPA onto Backend,
@@ -95,7 +94,7 @@ type Guest struct {
 	harden hardening
 
 	log      *logrus.Entry
-	lastLog  atomic.Int64 // unix nanos of the last rate-limited log line
+	logLimit guestlog.Limiter // refused device accesses
 	ctr      counters
 	nPrivate atomic.Uint64
 
@@ -128,13 +127,7 @@ func NewGuestWithOptions(opt GuestOptions, regions ...Region) (*Guest, error) {
 	if len(regions) == 0 {
 		return nil, fmt.Errorf("new guest: %w: no regions", ErrInvalid)
 	}
-	log := opt.Log
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
-	g := &Guest{policy: opt.Policy, log: log}
+	g := &Guest{policy: opt.Policy, log: guestlog.OrDiscard(opt.Log)}
 	switch opt.Policy {
 	case PolicyPreserve, PolicyZero:
 	default:
@@ -352,7 +345,7 @@ func (g *Guest) deviceCopy(gpa GPA, p []byte, write bool) (err error) {
 		if err := g.checkShared(gpa, uint64(len(p))); err != nil {
 			if errors.Is(err, ErrPrivate) {
 				g.ctr.deviceRefused.Add(1)
-				g.rateLimitedLog(op+" refused", gpa, err)
+				g.logLimit.Warn(g.log.WithField("gpa", gpa), err, op+" refused")
 			}
 			return fmt.Errorf("%s: %w", op, err)
 		}
@@ -383,14 +376,4 @@ func (g *Guest) deviceCopy(gpa GPA, p []byte, write bool) (err error) {
 		}
 		return nil
 	})
-}
-
-// rateLimitedLog logs guest-triggerable events at most once per second.
-func (g *Guest) rateLimitedLog(msg string, gpa GPA, err error) {
-	now := time.Now().UnixNano()
-	last := g.lastLog.Load()
-	if now-last < int64(time.Second) || !g.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	g.log.WithField("gpa", gpa).WithError(err).Warn(msg)
 }

@@ -42,12 +42,12 @@ type AtomicMemory interface {
 	DeviceCompareAndSwap32(gpa memory.GPA, old, new uint32) (bool, error)
 }
 
-// load16 reads the little-endian 16-bit value at gpa (2-byte aligned) through
-// an atomic load of the 32-bit word containing it.
 // scratch is a queue's small I/O buffer: byte slices handed to an interface
 // method escape, so reusing one keeps the hot path allocation-free.
 type scratch [8]byte
 
+// load16 reads the little-endian 16-bit value at gpa (2-byte aligned) through
+// an atomic load of the 32-bit word containing it.
 func (s *scratch) load16(mem GuestMemory, am AtomicMemory, gpa memory.GPA) (uint16, error) {
 	word := gpa &^ 3
 	shift := uint(gpa&2) * 8

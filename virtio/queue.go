@@ -354,7 +354,7 @@ func (q *Queue) walk(c *Chain) (uint16, error) {
 // probe checks that every 4 KiB page of [gpa, gpa+n) is guest RAM the device
 // may access, by reading one byte of each page. Checking up front is what
 // lets a device fail a request touching a private page before it has read or
-// written anything else (memory-conversion.md "Isolation").
+// written anything else (docs/conversion.md, "What a conversion does", step 5).
 func (q *Queue) probe(gpa memory.GPA, n uint32) error {
 	if sc, ok := q.mem.(sharedChecker); ok {
 		return sc.CheckShared(gpa, uint64(n))

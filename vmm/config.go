@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/memory"
 )
 
@@ -36,7 +37,8 @@ type Config struct {
 	// machine to keep detection out of each boot.
 	Host HostKind
 
-	// Console receives the guest's serial output; ConsoleInput feeds it.
+	// Console receives the guest's serial output; Machine.SerialInputWait
+	// feeds its input.
 	Console io.Writer
 	// DebugCon receives port 0xe9 output (nil = Console).
 	DebugCon io.Writer
@@ -96,11 +98,7 @@ func (c *Config) validate() error {
 		return err
 	}
 	c.Host = h
-	if c.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		c.Log = logrus.NewEntry(l)
-	}
+	c.Log = guestlog.OrDiscard(c.Log)
 	if c.KVMPath == "" {
 		c.KVMPath = "/dev/kvm"
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/kvm"
 	"github.com/vmmgo/vmm/memory"
 	"github.com/vmmgo/vmm/vmm/devices/pvmem"
@@ -17,7 +18,7 @@ import (
 // configureConversion decides whether KVM itself can enforce private memory
 // and says so in the log. On a default VM type it cannot:
 // KVM_CAP_MEMORY_ATTRIBUTES needs a VM type with private memory
-// (kvm-memory-api.md §6) and guest_memfd in-place attributes are not in 6.18.
+// (docs/kvm-api.md §6) and guest_memfd in-place attributes are not in 6.18.
 // Then privacy is enforced on the host side only: every device access goes
 // through the page state.
 func (m *Machine) configureConversion() {
@@ -50,8 +51,8 @@ func (m *Machine) mapGPARange(vcpu int, gpa, npages, attrs uint64) uint64 {
 }
 
 func (m *Machine) conversionRefused(vcpu int, transport string, req memory.ConvertRequest, err error) {
-	if m.convLimit.allow() {
-		m.log.WithFields(logrus.Fields{"vcpu": vcpu, "transport": transport, "request": req.String()}).
+	if ok, n := m.convLimit.Allow(); ok {
+		guestlog.Suppressed(m.log, n).WithFields(logrus.Fields{"vcpu": vcpu, "transport": transport, "request": req.String()}).
 			WithError(err).Warn("guest share/unshare request refused")
 	}
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // End-to-end share/unshare with tiny guests (docs/pvmem.md,
-// memory-conversion.md). The guest sets up in kernel mode, drops to CPL3
+// docs/conversion.md). The guest sets up in kernel mode, drops to CPL3
 // with IOPL 3 (kernel mode is emulated on the development hosts, user mode
 // is native) and drives the pvmem port with request lists. At checkpoints
 // it writes to a test port; the host, on the vCPU thread while the guest

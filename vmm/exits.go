@@ -57,7 +57,7 @@ func (v *vcpu) handleMemoryFault(mf *kvm.MemoryFaultError) bool {
 // handleInternalError handles KVM_EXIT_INTERNAL_ERROR. On hosts whose KVM
 // emulates guest kernel mode, int3 cannot be emulated: KVM stops on the 0xcc
 // byte. We do what the CPU would have done: advance RIP past it and inject
-// #BP (vector 3) so the guest's own handler runs (host-kvm.md). Anything else
+// #BP (vector 3) so the guest's own handler runs (docs/host-kvm.md). Anything else
 // is reported precisely and stops the machine.
 func (v *vcpu) handleInternalError() bool {
 	ie, err := v.run.InternalError()

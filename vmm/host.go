@@ -24,7 +24,7 @@ const (
 	// HostNative: hardware virtualization (VMX/SVM): guest kernel code
 	// runs natively.
 	HostNative HostKind = "native"
-	// HostEmulated: KVM without VMX/SVM (kvm_pvm; README, "This host"): guest
+	// HostEmulated: KVM without VMX/SVM (kvm_pvm, docs/host-kvm.md): guest
 	// kernel code runs in KVM's instruction emulator, guest user mode
 	// natively.
 	HostEmulated HostKind = "emulated"

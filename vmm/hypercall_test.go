@@ -11,7 +11,7 @@ import (
 
 // The KVM_HC_MAP_GPA_RANGE transport (Documentation/virt/kvm/x86/hypercalls.rst
 // §8, api.rst §5 KVM_EXIT_HYPERCALL). On the development hosts vmcall never
-// exits (host-kvm.md), so these tests feed the VMM's exit handler synthetic
+// exits (docs/host-kvm.md), so these tests feed the VMM's exit handler synthetic
 // kvm_run pages built with kvm.NewRun + PutHypercall / PutMemoryFault.
 
 // hypercallMachine is a machine with more than 3 GiB of lazily populated

@@ -13,7 +13,7 @@ import (
 )
 
 // ProbeReport is what `vmm probe` prints: what this host's KVM offers the
-// project, and whether it emulates guest kernel mode (README, "This host").
+// project, and whether it emulates guest kernel mode (docs/host-kvm.md).
 type ProbeReport struct {
 	Path       string
 	APIVersion int
@@ -167,7 +167,7 @@ const (
 
 // emulatedTimes decides from the fastest loop times: a dec+jnz iteration
 // takes about a nanosecond on a CPU that runs it natively and about 500 ns
-// under this host's emulator (README, "This host"). Emulated means both that
+// under this host's emulator (docs/host-kvm.md). Emulated means both that
 // the CPL0 loop took over 100 ns per iteration and that it was over 10x
 // slower than the same loop at CPL3. The threshold alone misfired on a
 // loaded native KVM (issue 12: a KVM inside a software-emulated L1, where

@@ -8,10 +8,12 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/virtio"
 )
 
-// BusDevice is a device on the VMM's PIO or MMIO bus (docs/contracts.md).
+// BusDevice is a device on the VMM's PIO or MMIO bus; the same method set
+// as vmm.BusDevice, declared here so that virtio never imports vmm.
 type BusDevice interface {
 	BusRead(vcpu int, off uint64, data []byte)
 	BusWrite(vcpu int, off uint64, data []byte)
@@ -82,10 +84,7 @@ func NewBus(opt Options) (*Bus, error) {
 	if opt.WindowSize == 0 || opt.WindowBase+opt.WindowSize < opt.WindowBase {
 		return nil, fmt.Errorf("pci: invalid MMIO window %#x+%#x", opt.WindowBase, opt.WindowSize)
 	}
-	log := opt.Log
-	if log == nil {
-		log = virtio.DiscardLog()
-	}
+	log := guestlog.OrDiscard(opt.Log)
 	b := &Bus{opt: opt, log: log, next: opt.WindowBase}
 	b.fns[0] = newHostBridge()
 	return b, nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/memory"
 	"github.com/vmmgo/vmm/virtio"
 )
@@ -93,6 +94,10 @@ type Stats struct {
 	MSIErrors      atomic.Uint64
 	FeatureRejects atomic.Uint64
 	BadAccesses    atomic.Uint64
+	// Panics counts panics of the device model's Notify, contained here
+	// (the vCPU thread or the VMM's ioeventfd reader called it): the
+	// device is marked DEVICE_NEEDS_RESET and the caller goes on.
+	Panics atomic.Uint64
 }
 
 // Device is one virtio PCI function.
@@ -104,7 +109,7 @@ type Device struct {
 	mem  virtio.GuestMemory
 	opt  DeviceOptions
 	log  *logrus.Entry
-	rl   virtio.RateLimiter
+	rl   guestlog.Limiter
 
 	offered uint64
 	nvec    int
@@ -213,13 +218,21 @@ func (d *Device) Status() uint8 {
 
 // Notify is the queue doorbell: called by the notify region on an MMIO
 // write, or by the VMM when its ioeventfd for NotifyAddr(q) fires. It never
-// blocks.
+// blocks, and a panic of the device model's Notify is the device's failure
+// (virtio.Fail), not its caller's.
 func (d *Device) Notify(q int) {
 	if q < 0 || q >= len(d.queues) || !d.notifyActive.Load() {
 		return
 	}
 	d.Stats.Notifies.Add(1)
+	defer d.recoverNotify()
 	d.dev.Notify(q)
+}
+
+func (d *Device) recoverNotify() {
+	if v := recover(); v != nil {
+		virtio.Fail(interrupter{d}, &d.Stats.Panics, d.log, "notify", v)
+	}
 }
 
 // Close stops the device and releases its host resources.
@@ -493,7 +506,7 @@ func (d *Device) barWrite(off uint64, data []byte) {
 func (d *Device) badAccess(off uint64, n int, write bool) {
 	d.Stats.BadAccesses.Add(1)
 	if ok, s := d.rl.Allow(); ok {
-		d.log.WithFields(logrus.Fields{"off": fmt.Sprintf("%#x", off), "len": n, "write": write, "suppressed": s}).
+		guestlog.Suppressed(d.log, s).WithFields(logrus.Fields{"off": fmt.Sprintf("%#x", off), "len": n, "write": write}).
 			Warn("access to an unused part of the virtio BAR")
 	}
 }
@@ -820,9 +833,7 @@ func (d *Device) sendMSI(addr uint64, data uint32, send bool) {
 	}
 	if err := d.bus.opt.MSI.SignalMSI(addr, data); err != nil {
 		d.Stats.MSIErrors.Add(1)
-		if ok, _ := d.rl.Allow(); ok {
-			d.log.WithError(err).Warn("signal MSI")
-		}
+		d.rl.Warn(d.log, err, "signal MSI")
 	}
 }
 

@@ -3,7 +3,7 @@
 // from a user process with iopl(3)/ioperm, asks the VMM to make ranges of
 // its RAM private or shared. It is the transport that works on every KVM
 // host, including the shadow-paging hosts where vmcall never exits (see
-// host-kvm.md); KVM_HC_MAP_GPA_RANGE is the other one. Both end in the one
+// docs/host-kvm.md); KVM_HC_MAP_GPA_RANGE is the other one. Both end in the one
 // conversion routine, memory.Guest.Convert.
 //
 // Two interfaces: per-vCPU registers for one request (GPA, NPAGES, ATTRS,

@@ -4,12 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/memory"
 )
 
@@ -93,7 +92,7 @@ type Device struct {
 	log      *logrus.Entry
 	features uint32
 	vcpus    []vcpuRegs // index = vCPU; only that vCPU's thread touches it
-	lastLog  atomic.Int64
+	logLimit guestlog.Limiter
 	stats    counters
 }
 
@@ -130,15 +129,9 @@ func New(mem Memory, cfg Config) (*Device, error) {
 	if cfg.VCPUs <= 0 {
 		return nil, fmt.Errorf("pvmem: %d vCPUs", cfg.VCPUs)
 	}
-	log := cfg.Log
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
 	d := &Device{
 		mem:      mem,
-		log:      log.WithField("device", "pvmem"),
+		log:      guestlog.OrDiscard(cfg.Log).WithField("device", "pvmem"),
 		features: FeatureRegisters | FeatureBatch,
 		vcpus:    make([]vcpuRegs, cfg.VCPUs),
 	}
@@ -290,7 +283,7 @@ func (d *Device) convert(vcpu int, r *vcpuRegs) {
 	r.status = statusReg(Status(err))
 	if err != nil {
 		d.stats.failed.Add(1)
-		d.rateLimitedLog(vcpu, "conversion refused", err)
+		d.logLimit.Warn(d.log.WithField("vcpu", vcpu), err, "conversion refused")
 	}
 }
 
@@ -306,7 +299,7 @@ func (d *Device) convertList(vcpu int, r *vcpuRegs) {
 	r.status = statusReg(st)
 	if st != StatusOK {
 		d.stats.failed.Add(1)
-		d.rateLimitedLog(vcpu, "request list failed", fmt.Errorf("list %#x, %d entries, %d done: status %d: %v", r.list, r.count, r.done, st, err))
+		d.logLimit.Warn(d.log.WithField("vcpu", vcpu), fmt.Errorf("list %#x, %d entries, %d done: status %d: %v", r.list, r.count, r.done, st, err), "request list failed")
 	}
 }
 
@@ -355,13 +348,4 @@ func (d *Device) processList(r *vcpuRegs) (int64, error) {
 		}
 	}
 	return result, firstErr
-}
-
-func (d *Device) rateLimitedLog(vcpu int, msg string, err error) {
-	now := time.Now().UnixNano()
-	last := d.lastLog.Load()
-	if now-last < int64(time.Second) || !d.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	d.log.WithField("vcpu", vcpu).WithError(err).Warn(msg)
 }
