@@ -40,8 +40,9 @@ test-short:
 lint:
 	GO=$(GO) ./scripts/lint.sh
 
+# make bench BENCHFLAGS=-hogs=2: the same run beside two CPU hogs.
 bench: setup build
-	$(GO) run ./scripts/bench
+	$(GO) run ./scripts/bench -doc docs/benchmarks.md $(BENCHFLAGS)
 
 clean:
 	rm -rf bin

@@ -110,8 +110,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 	fc := firmware.Config{Cmdline: cmdline, E820: e820, RSDPAddr: memory.GPA(rsdp), NoPVH: lc.NoPVH}
 	fc.Extract = lc.Extract == ExtractOn
 	if lc.Extract == ExtractAuto {
-		emu, _ := HostEmulatesKernelMode(m.cfg.KVMPath)
-		fc.Extract = emu
+		fc.Extract = m.hostEmulated()
 	}
 	bi, err := firmware.Load(m.mem, lc.Kernel, lc.Initrd, fc)
 	if err != nil && fc.Extract && lc.Extract == ExtractAuto {

@@ -53,6 +53,7 @@ type Machine struct {
 	unprotectedOnce    sync.Once
 	unprotectedDrivers atomic.Uint64
 
+	hostKind       hostState // Config.Host resolved (host.go)
 	supportedCPUID []firmware.CPUIDEntry
 	pvmem          *pvmem.Device
 	serial         *serial.UART

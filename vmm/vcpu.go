@@ -112,7 +112,9 @@ func (v *vcpu) loop() {
 			v.m.stop(Result{Outcome: OutcomeError, Detail: fmt.Sprintf("vcpu %d: internal error: %v\n%s", v.id, r, buf)})
 		}
 	}()
+	var y yielder // yield.go
 	for {
+		y.exited()
 		if s := v.stateOf(); s&reqAny != 0 {
 			if s&reqDump != 0 {
 				v.serveRequests()
