@@ -81,6 +81,13 @@ func guestKernel(t *testing.T) (guestimage.KernelImages, string) {
 	return k, initrd
 }
 
+// linuxTestMemory is the guest RAM of Linux boot tests that do not test
+// the memory map: early boot initialises a struct page for every 4 KiB
+// page and frees each into the buddy allocator, emulated instruction by
+// instruction on hosts that emulate guest kernel mode, so the boot's cost
+// grows with RAM (the vCPU samples of docs/benchmarks.md, "Boot time").
+const linuxTestMemory = 128 << 20
+
 // bootLinux boots the guest kernel and returns the result and console. It
 // waits for a guest boot slot first (hostspeed: at most a few Linux boots
 // run at once on the machine, across test processes) and, unless cfg sets

@@ -128,7 +128,9 @@ func TestLinuxVirtioDevices(t *testing.T) {
 	}
 
 	cfg := DefaultConfig()
-	cfg.Memory = 256 << 20
+	// 128 MiB: the kernel's memory set-up (struct pages, the buddy
+	// allocator) costs emulated time in proportion to RAM.
+	cfg.Memory = linuxTestMemory
 	// Waits for a guest boot slot; the deadline counts from here. The
 	// kernel's DHCP exchange and root mount come on top of the boot.
 	cfg.Timeout = hostspeed.BootSlot(t, hostspeed.LinuxBoot*3/2)
@@ -596,7 +598,7 @@ func TestLinuxVirtioINTx(t *testing.T) {
 	}
 	rngDev := rng.New(nil)
 	cfg := DefaultConfig()
-	cfg.Memory = 256 << 20
+	cfg.Memory = linuxTestMemory
 	cfg.Timeout = hostspeed.BootSlot(t, hostspeed.LinuxBoot)
 	con := &syncBuffer{}
 	cfg.Console = con

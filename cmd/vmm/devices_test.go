@@ -340,7 +340,7 @@ func TestBootVirtioDevices(t *testing.T) {
 		t.Fatalf("mkfs.ext4 (e2fsprogs, see scripts/setup.sh): %v\n%s", err, out)
 	}
 	timeout := hostspeed.BootSlot(t, hostspeed.LinuxBoot)
-	code, stdout, stderr := run(t, "boot", "--kernel", k.VMLinux, "--memory", "256M", "--console", "none",
+	code, stdout, stderr := run(t, "boot", "--kernel", k.VMLinux, "--memory", "128M", "--console", "none",
 		"--timeout", timeout.String(), "--stats",
 		"--disk", img+",readonly,serial=cli-root", "--rng", "--virtio-console",
 		"--console-port", "name=org.vmmgo.cli,path="+filepath.Join(dir, "port.sock"),

@@ -24,7 +24,7 @@ func TestKUnitInGuest(t *testing.T) {
 	}
 	start := time.Now()
 	kr := KUnit(t, KUnitOptions{
-		Options:    Options{Cost: hostspeed.LinuxBoot, QuietConsole: true},
+		Options:    Options{Cost: hostspeed.LinuxBoot, Memory: 128 << 20, QuietConsole: true},
 		Filter:     "[cv]m*",
 		ExpectFail: []string{"vmm_selftest.vmm_selftest_deliberate_failure"},
 	})
