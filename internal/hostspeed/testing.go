@@ -9,7 +9,12 @@ import (
 // LinuxBoot is the cost of booting the project's guest kernel
 // (scripts/guest-kernel, PVH vmlinux, 2 vCPUs, 256 MiB) to `Run /init` on
 // the quiet reference host. Guest-boot tests pass it, plus what they do
-// beyond the boot, to BootSlot or Deadline.
+// beyond the boot, to BootSlot or Deadline. A quiet development host
+// booted the periodic-tick HZ=250 kernel in 43-44 s and an earlier, smaller
+// configuration in 16 s (docs/benchmarks.md, "Boot time under emulation");
+// the tickless HZ=100 kernel does less work per second of boot than the
+// first, so 30 s, which Margin turns into a 90 s bound on such a host, is
+// on the safe side of both.
 const LinuxBoot = 30 * time.Second
 
 // reportTime is kept free at the end of a test binary's -timeout for the
