@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vmmgo/vmm/internal/guestimage"
+	"github.com/vmmgo/vmm/internal/hostspeed"
 	"github.com/vmmgo/vmm/kvm/kvmtest"
 )
 
@@ -65,12 +66,15 @@ func TestGDBLinuxStartKernel(t *testing.T) {
 	}
 	startKernel := symbolAddr(t, k.SystemMap, "start_kernel")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	// The guest runs only from its first instruction to setup_arch, a few
+	// seconds of emulated kernel code, plus gdb's round trips.
+	deadline := hostspeed.BootSlot(t, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline+10*time.Second)
 	defer cancel()
 	cfg := DefaultConfig()
 	cfg.CPUs = 2
 	cfg.Memory = 256 << 20
-	cfg.Timeout = 140 * time.Second
+	cfg.Timeout = deadline
 	con := &syncBuffer{}
 	cfg.Console = con
 	m, err := New(cfg)

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmmgo/vmm/internal/hostspeed"
 	"github.com/vmmgo/vmm/virtio"
 	"github.com/vmmgo/vmm/virtio/blk"
 	"github.com/vmmgo/vmm/virtio/console"
@@ -127,8 +128,12 @@ func TestLinuxVirtioDevices(t *testing.T) {
 	}
 
 	cfg := DefaultConfig()
-	cfg.Memory = 256 << 20
-	cfg.Timeout = 10 * time.Minute
+	// 128 MiB: the kernel's memory set-up (struct pages, the buddy
+	// allocator) costs emulated time in proportion to RAM.
+	cfg.Memory = linuxTestMemory
+	// Waits for a guest boot slot; the deadline counts from here. The
+	// kernel's DHCP exchange and root mount come on top of the boot.
+	cfg.Timeout = hostspeed.BootSlot(t, hostspeed.LinuxBoot*3/2)
 	con := &syncBuffer{}
 	cfg.Console = con
 	m, err := New(cfg)
@@ -593,8 +598,8 @@ func TestLinuxVirtioINTx(t *testing.T) {
 	}
 	rngDev := rng.New(nil)
 	cfg := DefaultConfig()
-	cfg.Memory = 256 << 20
-	cfg.Timeout = 10 * time.Minute
+	cfg.Memory = linuxTestMemory
+	cfg.Timeout = hostspeed.BootSlot(t, hostspeed.LinuxBoot)
 	con := &syncBuffer{}
 	cfg.Console = con
 	m, err := New(cfg)

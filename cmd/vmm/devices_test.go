@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmmgo/vmm/internal/guestimage"
+	"github.com/vmmgo/vmm/internal/hostspeed"
 	"github.com/vmmgo/vmm/kvm/kvmtest"
 	"github.com/vmmgo/vmm/virtio"
 )
@@ -338,8 +339,9 @@ func TestBootVirtioDevices(t *testing.T) {
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", root, img, "8M").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4 (e2fsprogs, see scripts/setup.sh): %v\n%s", err, out)
 	}
-	code, stdout, stderr := run(t, "boot", "--kernel", k.VMLinux, "--memory", "256M", "--console", "none",
-		"--timeout", "10m", "--stats",
+	timeout := hostspeed.BootSlot(t, hostspeed.LinuxBoot)
+	code, stdout, stderr := run(t, "boot", "--kernel", k.VMLinux, "--memory", "128M", "--console", "none",
+		"--timeout", timeout.String(), "--stats",
 		"--disk", img+",readonly,serial=cli-root", "--rng", "--virtio-console",
 		"--console-port", "name=org.vmmgo.cli,path="+filepath.Join(dir, "port.sock"),
 		"--vsock", "cid=7,path="+filepath.Join(dir, "vsock.sock"),

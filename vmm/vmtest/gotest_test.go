@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmmgo/vmm/internal/hostspeed"
 	"github.com/vmmgo/vmm/kvm/kvmtest"
 	"github.com/vmmgo/vmm/vmm"
 	"github.com/vmmgo/vmm/vmm/vmtest/proto"
@@ -168,7 +169,7 @@ func TestGoTestGuestReachesAgent(t *testing.T) {
 		t.Skip("guest userspace works on this host: TestGoTestEndToEnd covers the path")
 	}
 	t.Setenv(ArtifactsEnv, t.TempDir())
-	o := Options{Timeout: 8 * time.Minute, QuietConsole: true}.withDefaults()
+	o := Options{Cost: hostspeed.LinuxBoot, Memory: 128 << 20, QuietConsole: true}.withDefaults()
 	o, err := prepareGoTest(context.Background(), t.TempDir(), GoTestOptions{Args: []string{"-test.run=^TestGuestHalf$"}}, o)
 	if err != nil {
 		t.Fatal(err)

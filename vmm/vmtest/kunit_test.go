@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmmgo/vmm/internal/hostspeed"
 	"github.com/vmmgo/vmm/vmm/vmtest/ktap"
 )
 
@@ -23,7 +24,7 @@ func TestKUnitInGuest(t *testing.T) {
 	}
 	start := time.Now()
 	kr := KUnit(t, KUnitOptions{
-		Options:    Options{Timeout: 8 * time.Minute, QuietConsole: true},
+		Options:    Options{Cost: hostspeed.LinuxBoot, Memory: 128 << 20, QuietConsole: true},
 		Filter:     "[cv]m*",
 		ExpectFail: []string{"vmm_selftest.vmm_selftest_deliberate_failure"},
 	})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vmmgo/vmm/internal/guestimage"
+	"github.com/vmmgo/vmm/internal/hostspeed"
 	"github.com/vmmgo/vmm/kvm/kvmtest"
 	"github.com/vmmgo/vmm/vmm"
 )
@@ -53,9 +54,16 @@ type Options struct {
 	// CPUs (default 1) and Memory in bytes (default 256 MiB).
 	CPUs   int
 	Memory uint64
-	// Timeout stops the guest and dumps the vCPUs (default 10 minutes,
-	// shortened to fit the test binary's -timeout).
+	// Timeout stops the guest and dumps the vCPUs (default: derived from
+	// Cost if set, else 10 minutes; in tests, shortened to fit the test
+	// binary's -timeout).
 	Timeout time.Duration
+	// Cost, used when Timeout is zero, is what the run takes on a quiet
+	// development host whose KVM emulates guest kernel mode (the reference
+	// of internal/hostspeed, e.g. hostspeed.LinuxBoot for a boot to init):
+	// the timeout is then derived from this host's measured speed and load
+	// when the guest starts (hostspeed.Deadline).
+	Cost time.Duration
 	// Want is the outcome that counts as success for Run (default
 	// vmm.OutcomePowerOff).
 	Want vmm.Outcome
@@ -267,7 +275,7 @@ func (o Options) withDefaults() Options {
 	if o.Memory == 0 {
 		o.Memory = DefaultMemory
 	}
-	if o.Timeout == 0 {
+	if o.Timeout == 0 && o.Cost == 0 {
 		o.Timeout = DefaultTimeout
 	}
 	if o.Want == vmm.OutcomeNone {
@@ -285,6 +293,9 @@ func (o Options) withDefaults() Options {
 // kernel, KVM errors); what the guest did is in the Result.
 func Boot(ctx context.Context, opts Options, onLine func(string)) (*Result, error) {
 	o := opts.withDefaults()
+	if o.Timeout == 0 {
+		o.Timeout = hostspeed.Deadline(o.Cost)
+	}
 	sink := &consoleSink{onLine: onLine, copyTo: o.Console}
 	// A backstop in case the VMM's own watchdog cannot stop the guest.
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout+time.Minute)
@@ -403,6 +414,13 @@ func boot(t testing.TB, opts Options, onLine func(string)) (*Result, error) {
 		if kvmtest.OpenPath(t, path) == nil {
 			return nil, errors.New("no KVM")
 		}
+		// At most a few guests boot at once on the machine (across test
+		// processes); the timeout is taken once the slot is held.
+		hostspeed.HoldBootSlot(t)
+	}
+	if o.Timeout == 0 {
+		o.Timeout = hostspeed.Deadline(o.Cost)
+		t.Logf("vmtest: timeout %v for a run of %v on the reference host", o.Timeout.Round(time.Second), o.Cost)
 	}
 	deadline(t, &o)
 	if o.name == "" {
