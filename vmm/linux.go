@@ -70,6 +70,9 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		return nil, fmt.Errorf("create in-kernel irqchip: %w", err)
 	}
 	m.irqchip = true
+	if err := m.vm.SetGSIRouting(legacyGSIRoutes()); err != nil {
+		return nil, fmt.Errorf("GSI routing: %w", err)
+	}
 	if err := m.vm.CreatePIT2(0); err != nil {
 		return nil, fmt.Errorf("create in-kernel PIT: %w", err)
 	}
