@@ -63,6 +63,10 @@ func (m *Machine) cpuidProfile(name string) (firmware.Profile, error) {
 		return p, err
 	}
 	p.MapGPARange = m.hypercallExit
+	if m.irqchip {
+		n, err := m.vm.CheckExtension(kvm.CapTSCDeadlineTimer)
+		p.TSCDeadline = err == nil && n > 0
+	}
 	return p, nil
 }
 
