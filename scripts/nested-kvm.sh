@@ -233,6 +233,7 @@ t0=$EPOCHREALTIME
 elapsed() { echo "$EPOCHREALTIME $t0" | awk '{printf "%.1f", $1 - $2}'; }
 state=start code="" l1_up="" l1_ready=""
 marker="NESTED-KVM-$nonce: "
+set +e # the pipeline's status is QEMU's; it is looked at below
 timeout -k 10 "$timeout" qemu-system-x86_64 -accel tcg -cpu "$cpu" -smp "$cpus" -m "$memory" \
 	-machine q35 -display none -monitor none -serial stdio -no-reboot -nodefaults \
 	-kernel "$kdir/vmlinuz" -initrd "$run/initrd.cpio" \
@@ -253,6 +254,7 @@ timeout -k 10 "$timeout" qemu-system-x86_64 -accel tcg -cpu "$cpu" -smp "$cpus" 
 		esac
 	done
 qrc=${PIPESTATUS[0]}
+set -e
 total=$(elapsed)
 case "$state" in
 done)

@@ -16,7 +16,7 @@
 #
 # Exit status: 0 when every test passed, 1 when one failed, or
 # scripts/nested-kvm.sh's 124 (timeout) / 125 (L1 did not come up).
-# Environment: GO (default go), NESTED_SUITE_TIMEOUT (seconds, default 600).
+# Environment: GO (default go), NESTED_SUITE_TIMEOUT (seconds, default 1200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
@@ -50,9 +50,9 @@ run() {
 	"$@" || status=1
 	echo "test-nested: $name took $(awk -v s="$s" '{printf "%.1f", $1 - s}' /proc/uptime)s"
 }
-run vmm /nested/bin/vmm.test -test.v -test.timeout 7m \
-	-test.run '^(TestNested.*|TestLinuxVirtioDevices|TestLinuxTimerParams|TestLegacyGSIRoutesInKernel|TestTraceExitsHypercall)$'
-run vmtest /nested/bin/vmtest.test -test.v -test.timeout 4m -test.run '^TestNestedGoTest$'
+run vmm /nested/bin/vmm.test -test.v -test.timeout 12m \
+	-test.run '^(TestNested.*|TestLinuxVirtioDevices|TestLinuxTimerParams|TestTraceExitsHypercall)$'
+run vmtest /nested/bin/vmtest.test -test.v -test.timeout 6m -test.run '^TestNestedGoTest$'
 echo "test-nested: suite inside L1 took $(awk -v s="$start" '{printf "%.1f", $1 - s}' /proc/uptime)s"
 exit $status
 EOF
@@ -66,6 +66,6 @@ files+=(--file "$(command -v mkfs.ext4):/sbin/mkfs.ext4")
 for tool in as ld objcopy; do files+=(--file "$(command -v $tool):/usr/bin/$tool"); done
 
 rc=0
-./scripts/nested-kvm.sh --timeout "${NESTED_SUITE_TIMEOUT:-600}" "${files[@]}" -- sh /nested/suite.sh || rc=$?
+./scripts/nested-kvm.sh --timeout "${NESTED_SUITE_TIMEOUT:-1200}" "${files[@]}" -- sh /nested/suite.sh || rc=$?
 say "whole nested suite: $(echo "$EPOCHREALTIME $t0" | awk '{printf "%.0f", $1 - $2}')s, exit $rc"
 exit $rc

@@ -19,16 +19,12 @@ func TestTraceExitsHypercall(t *testing.T) {
 	kvmtest.Open(t)
 	for _, trace := range []bool{true, false} {
 		t.Run(fmt.Sprint("trace=", trace), func(t *testing.T) {
-			l := logrus.New()
-			l.SetOutput(ioDiscard{})
-			l.SetLevel(logrus.TraceLevel)
-			hook := &logCapture{}
-			l.AddHook(hook)
+			log, hook := traceLog()
 			cfg := DefaultConfig()
 			cfg.Memory = 64 << 20
 			cfg.MemoryBackend = memory.KindMemfd
 			cfg.TraceExits = trace
-			cfg.Log = logrus.NewEntry(l)
+			cfg.Log = log
 			m, err := New(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -73,4 +69,15 @@ func TestTraceExitsHypercall(t *testing.T) {
 			}
 		})
 	}
+}
+
+// traceLog is a trace-level logger that discards its output and keeps
+// every entry in the returned hook.
+func traceLog() (*logrus.Entry, *logCapture) {
+	l := logrus.New()
+	l.SetOutput(ioDiscard{})
+	l.SetLevel(logrus.TraceLevel)
+	hook := &logCapture{}
+	l.AddHook(hook)
+	return logrus.NewEntry(l), hook
 }

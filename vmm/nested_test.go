@@ -263,15 +263,11 @@ func TestNestedHypercall(t *testing.T) {
 	calls = append(calls, user)
 	src.WriteString("\txor %eax, %eax\n\tout %al, $0xf4\n")
 
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	l.SetLevel(logrus.TraceLevel)
-	hook := &logCapture{}
-	l.AddHook(hook)
+	log, hook := traceLog()
 	cfg := smallConfig(memory.KindMemfd)
 	cfg.Memory = ramSize
 	cfg.TraceExits = true
-	cfg.Log = logrus.NewEntry(l)
+	cfg.Log = log
 	m := newRawMachine(t, cfg, src.String())
 	if !m.hypercallExit {
 		t.Fatal("KVM_CAP_EXIT_HYPERCALL for KVM_HC_MAP_GPA_RANGE not enabled on the lane's KVM")
