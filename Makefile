@@ -46,8 +46,9 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
 
+# make bench BENCHFLAGS=-hogs=2: the same run beside two CPU hogs.
 bench: setup build
-	$(GO) run ./scripts/bench
+	$(GO) run ./scripts/bench -doc docs/benchmarks.md $(BENCHFLAGS)
 
 clean:
 	rm -rf bin

@@ -30,6 +30,11 @@ type Config struct {
 
 	// CPUProfile names the CPUID profile ("host", "emulated"; "" = auto).
 	CPUProfile string
+	// Host says whether this host's KVM emulates guest kernel mode
+	// (HostAuto: the machine asks DetectHost the first time it needs to
+	// know). Decide once per process (DetectHost) and pass it to every
+	// machine to keep detection out of each boot.
+	Host HostKind
 
 	// Console receives the guest's serial output; ConsoleInput feeds it.
 	Console io.Writer
@@ -86,6 +91,11 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("unknown memory backend %q (want anon, memfd, hugetlb or guest_memfd)", c.MemoryBackend)
 	}
+	h, err := ParseHostKind(string(c.Host))
+	if err != nil {
+		return err
+	}
+	c.Host = h
 	if c.Log == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)

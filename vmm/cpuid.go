@@ -1,62 +1,29 @@
 package vmm
 
 import (
-	"context"
 	"fmt"
-	"sync"
 
 	"github.com/vmmgo/vmm/firmware"
 	"github.com/vmmgo/vmm/kvm"
 )
 
 // CPUID profile names (firmware.ProfileByName); ProfileAuto picks
-// "emulated" on hosts whose KVM emulates guest kernel mode, else "host".
+// "emulated" on hosts whose KVM emulates guest kernel mode (Config.Host,
+// m.hostEmulated), else "host".
 const (
 	ProfileAuto     = ""
 	ProfileHost     = firmware.ProfileHost
 	ProfileEmulated = firmware.ProfileEmulated
 )
 
-var (
-	emulationOnce sync.Once
-	emulationErr  error
-	emulatedHost  bool
-)
-
-// HostEmulatesKernelMode measures, once per process, whether this host's
-// KVM emulates guest kernel mode (see Probe).
-func HostEmulatesKernelMode(path string) (bool, error) {
-	emulationOnce.Do(func() {
-		// The fastest of three runs: preemption only ever makes a loop
-		// slower, so a native host shows itself in the first quick run and
-		// an emulating one stays above the threshold in all three.
-		for i := 0; i < 3; i++ {
-			k, _, err := measureEmulation(context.Background(), path, detectLoops)
-			if err != nil {
-				emulationErr = err
-				return
-			}
-			if !emulatedTimes(k, detectLoops) {
-				emulatedHost = false
-				return
-			}
-			emulatedHost = true
-		}
-	})
-	return emulatedHost, emulationErr
-}
-
-// cpuidProfile resolves a profile name (ProfileAuto measures the host).
+// cpuidProfile resolves a profile name (ProfileAuto follows the host kind).
 func (m *Machine) cpuidProfile(name string) (firmware.Profile, error) {
 	if name == ProfileAuto {
 		name = ProfileHost
-		emu, err := HostEmulatesKernelMode(m.cfg.KVMPath)
-		if err != nil {
-			m.log.WithError(err).Warn("cannot tell whether this host emulates guest kernel mode; using the host CPUID profile")
-		} else if emu {
+		if m.hostEmulated() {
 			name = ProfileEmulated
-			m.log.Info("this host's KVM emulates guest kernel mode: using --cpu-profile emulated")
 		}
+		m.log.WithField("host", m.host().String()).Infof("CPUID profile %s", name)
 	}
 	p, err := firmware.ProfileByName(name)
 	if err != nil {

@@ -71,7 +71,7 @@ func (m *Machine) ServeGDB(ctx context.Context, addr string, wait bool) (func(),
 		return nil, err
 	}
 	t := &gdbTarget{m: m, log: m.log.WithField("component", "gdb")}
-	t.emulatedHost, _ = HostEmulatesKernelMode(m.cfg.KVMPath)
+	t.emulatedHost = m.hostEmulated()
 	if flags, err := m.sys.CheckExtension(capSetGuestDebug2); err == nil && uint32(flags)&kvm.GuestDbgBlockIRQ != 0 {
 		// Steps do not wander into interrupt handlers (what gdb users
 		// expect of stepi in a kernel; QEMU does the same).

@@ -243,7 +243,7 @@ func TestGDBUserModeHardwareBreakpoint(t *testing.T) {
 		"continue",
 	)
 	res := waitResult(t, done, 10*time.Second)
-	if emu, _ := HostEmulatesKernelMode(DefaultConfig().KVMPath); emu && !strings.Contains(out, "Breakpoint 1, ") {
+	if emu := testHostEmulated(t); emu && !strings.Contains(out, "Breakpoint 1, ") {
 		if res.Outcome != OutcomePowerOff || res.Code != 0xc {
 			t.Fatalf("guest with unhit user-mode breakpoints ended with %v code %#x (%s), want power-off 0xc\n%s", res.Outcome, res.Code, res.Detail, res.Dump)
 		}
@@ -311,7 +311,7 @@ func TestGDBUserModeStep(t *testing.T) {
 	if res.Outcome != OutcomeStopped || !strings.Contains(res.Detail, "gdb") {
 		t.Fatalf("after stepping in user mode and gdb's kill the machine ended with %v (%s), want stopped by gdb\n%s", res.Outcome, res.Detail, res.Dump)
 	}
-	if emu, _ := HostEmulatesKernelMode(DefaultConfig().KVMPath); emu {
+	if emu := testHostEmulated(t); emu {
 		expectOutput(t, out, `Remote failure reply: E05`)
 		t.Log("single-stepping at CPL3 is refused on this host, as documented (docs/debugging.md)")
 		return
@@ -343,7 +343,7 @@ func TestGDBUserModeSoftwareBreakpoint(t *testing.T) {
 	)
 	res := waitResult(t, done, 10*time.Second)
 	if res.Outcome == OutcomePanic && strings.Contains(res.Dump, "rip=0000000000100061") && !strings.Contains(out, "Breakpoint 1, ") {
-		emu, _ := HostEmulatesKernelMode(DefaultConfig().KVMPath)
+		emu := testHostEmulated(t)
 		if !emu {
 			t.Fatalf("int3 at CPL3 went to the guest instead of the debugger on a host with hardware virtualization\n%s", res.Dump)
 		}
@@ -388,7 +388,7 @@ func TestGDBWatchpoint(t *testing.T) {
 	if res.Outcome != OutcomePowerOff || res.Code != 0x2222 {
 		t.Fatalf("guest ended with %v code %#x (%s), want power-off 0x2222\n%s", res.Outcome, res.Code, res.Detail, res.Dump)
 	}
-	if emu, _ := HostEmulatesKernelMode(DefaultConfig().KVMPath); emu && !strings.Contains(out, "Old value") {
+	if emu := testHostEmulated(t); emu && !strings.Contains(out, "Old value") {
 		t.Skip("this host's KVM emulates guest kernel mode and its emulator does not check data breakpoints: " +
 			"the write watchpoint was not hit (the guest ran through); watchpoints need hardware virtualization")
 	}

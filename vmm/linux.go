@@ -67,7 +67,7 @@ const emulatedTimerParams = "no_timer_check"
 // guest's timer setup: emulatedTimerParams when this host emulates guest
 // kernel mode, else nothing.
 func (m *Machine) timerParams() string {
-	if emu, err := HostEmulatesKernelMode(m.cfg.KVMPath); err == nil && emu {
+	if m.hostEmulated() {
 		return emulatedTimerParams
 	}
 	return ""
@@ -145,8 +145,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 	fc := firmware.Config{Cmdline: cmdline, E820: e820, RSDPAddr: memory.GPA(rsdp), NoPVH: lc.NoPVH}
 	fc.Extract = lc.Extract == ExtractOn
 	if lc.Extract == ExtractAuto {
-		emu, _ := HostEmulatesKernelMode(m.cfg.KVMPath)
-		fc.Extract = emu
+		fc.Extract = m.hostEmulated()
 	}
 	bi, err := firmware.Load(m.mem, lc.Kernel, lc.Initrd, fc)
 	if err != nil && fc.Extract && lc.Extract == ExtractAuto {

@@ -97,10 +97,11 @@ func TestLinuxBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emulated, err := HostEmulatesKernelMode("/dev/kvm")
+	host, err := DetectHost(context.Background(), "/dev/kvm")
 	if err != nil {
 		t.Fatal(err)
 	}
+	emulated := host.Kind == HostEmulated
 	for _, backend := range []memory.Kind{memory.KindAnon, memory.KindMemfd, memory.KindHugetlb, memory.KindGuestMemfd} {
 		t.Run(string(backend), func(t *testing.T) {
 			t.Parallel()

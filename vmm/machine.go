@@ -44,6 +44,7 @@ type Machine struct {
 	kvmEnforced bool
 	convLimit   *rateLimiter
 
+	hostKind       hostState // Config.Host resolved (host.go)
 	supportedCPUID []firmware.CPUIDEntry
 	pvmem          *pvmem.Device
 	serial         *serial.UART

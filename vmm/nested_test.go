@@ -41,10 +41,10 @@ func nestedOnly(t *testing.T) {
 		t.Skip("runs in the hardware-KVM lane only (VMM_NESTED=1 inside scripts/nested-kvm.sh): make test-nested")
 	}
 	kvmtest.Open(t)
-	if emu, err := HostEmulatesKernelMode(DefaultConfig().KVMPath); err != nil {
+	if host, err := DetectHost(context.Background(), DefaultConfig().KVMPath); err != nil {
 		t.Fatal(err)
-	} else if emu {
-		t.Fatal("VMM_NESTED=1 but this host's KVM emulates guest kernel mode: the lane's L1 is broken")
+	} else if host.Kind != HostNative {
+		t.Fatalf("VMM_NESTED=1 but the host kind is %v (%s): the lane's L1 must be a native (SVM) KVM", host.Kind, host.Reason)
 	}
 }
 

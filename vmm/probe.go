@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -14,7 +13,7 @@ import (
 )
 
 // ProbeReport is what `vmm probe` prints: what this host's KVM offers the
-// project, and whether it emulates guest kernel mode (host-kvm.md).
+// project, and whether it emulates guest kernel mode (README, "This host").
 type ProbeReport struct {
 	Path       string
 	APIVersion int
@@ -28,12 +27,22 @@ type ProbeReport struct {
 	HugePoolErrs    []string
 	PVMModule       bool // /sys/module/kvm_pvm exists
 
+	// Host is what the cheap signals decide (what `vmm boot` uses; HostAuto
+	// when they are ambiguous) and why.
+	Host       HostKind
+	HostReason string
+	Signals    HostSignals
+
 	// Kernel-mode emulation, measured with a tiny guest: the same loop of
-	// ProbeLoops iterations at CPL0 and at CPL3.
+	// ProbeLoops iterations at CPL0 and at CPL3 (the fastest of up to
+	// probeRuns runs).
 	KernelLoop, UserLoop time.Duration
 	Emulated             bool
 	MeasureErr           error
 }
+
+// probeRuns bounds the measurement runs of Probe.
+const probeRuns = 3
 
 // ProbeCap is one capability with its value and meaning.
 type ProbeCap struct {
@@ -100,10 +109,11 @@ func Probe(ctx context.Context, path string) (*ProbeReport, error) {
 		}
 		r.HugePools = append(r.HugePools, p)
 	}
-	_, err = os.Stat("/sys/module/kvm_pvm")
-	r.PVMModule = err == nil
-	r.KernelLoop, r.UserLoop, r.MeasureErr = measureEmulation(ctx, path, ProbeLoops)
-	r.Emulated = r.MeasureErr == nil && emulatedTimes(r.KernelLoop, ProbeLoops)
+	r.Signals = ReadHostSignals()
+	r.PVMModule = r.Signals.has("kvm_pvm")
+	r.Host, r.HostReason = r.Signals.Decide()
+	r.KernelLoop, r.UserLoop, r.MeasureErr = MeasureHost(ctx, path, ProbeLoops, probeRuns)
+	r.Emulated = r.MeasureErr == nil && emulatedTimes(r.KernelLoop, r.UserLoop, ProbeLoops)
 	return r, nil
 }
 
@@ -147,23 +157,26 @@ func (d *markDevice) times() []time.Time {
 // PortMark is the timestamp-mark port of raw guests.
 const PortMark = 0xf8
 
-// ProbeLoops is the loop length `vmm probe` measures with; boot-time
-// detection uses the shorter detectLoops (a few milliseconds when emulated).
+// ProbeLoops is the loop length `vmm probe` measures with; DetectHost,
+// when the cheap signals are ambiguous, uses the shorter detectLoops (a few
+// milliseconds when emulated).
 const (
 	ProbeLoops  = 100000
 	detectLoops = 4000
 )
 
-// emulatedTimes decides from the kernel-mode loop time: a dec+jnz
-// iteration takes about a nanosecond on any CPU that runs it natively and
-// about 500 ns under this host's emulator (host-kvm.md); 100 ns per
-// iteration separates them. The user-mode loop is not part of the decision:
-// on a loaded host it is the one most easily stretched by preemption, which
-// once made a 20x ratio test call an emulating host native. Preemption can
-// stretch a native kernel loop too, so callers take the fastest of several
-// runs (HostEmulatesKernelMode).
-func emulatedTimes(kernel time.Duration, loops int) bool {
-	return kernel > time.Duration(loops)*100*time.Nanosecond
+// emulatedTimes decides from the fastest loop times: a dec+jnz iteration
+// takes about a nanosecond on a CPU that runs it natively and about 500 ns
+// under this host's emulator (README, "This host"). Emulated means both that
+// the CPL0 loop took over 100 ns per iteration and that it was over 10x
+// slower than the same loop at CPL3. The threshold alone misfired on a
+// loaded native KVM (issue 12: a KVM inside a software-emulated L1, where
+// every loop is slow): there CPL0 and CPL3 are equally slow. The ratio
+// alone misfires when preemption stretches the short CPL3 loop; callers
+// take the fastest of several runs (MeasureHost), which preemption cannot
+// make faster.
+func emulatedTimes(kernel, user time.Duration, loops int) bool {
+	return kernel > time.Duration(loops)*100*time.Nanosecond && kernel > 10*user
 }
 
 func measureEmulation(ctx context.Context, path string, loops int) (kernel, user time.Duration, err error) {
@@ -171,6 +184,7 @@ func measureEmulation(ctx context.Context, path string, loops int) (kernel, user
 	cfg.KVMPath = path
 	cfg.Memory = 2 << 20
 	cfg.Timeout = 60 * time.Second
+	cfg.Host = HostNative // a raw guest: nothing depends on the host kind
 	m, err := New(cfg)
 	if err != nil {
 		return 0, 0, err
@@ -234,7 +248,13 @@ func (r *ProbeReport) WriteTo(w io.Writer) (int64, error) {
 	if len(r.HugePools) > 0 && r.HugePools[0].Total == 0 {
 		fmt.Fprintf(&b, "  (reserve 2 MiB pages for --memory-backend hugetlb with: echo N > /proc/sys/vm/nr_hugepages)\n")
 	}
-	fmt.Fprintf(&b, "\nguest kernel mode:  ")
+	fmt.Fprintf(&b, "\nhost signals:       %s\n", r.Signals)
+	if r.Host != HostAuto {
+		fmt.Fprintf(&b, "host kind:          %s — what `vmm boot` uses (%s)\n", r.Host, r.HostReason)
+	} else {
+		fmt.Fprintf(&b, "host kind:          %s; `vmm boot` measures with the timing probe\n", r.HostReason)
+	}
+	fmt.Fprintf(&b, "guest kernel mode:  ")
 	switch {
 	case r.MeasureErr != nil:
 		fmt.Fprintf(&b, "could not measure: %v\n", r.MeasureErr)
@@ -244,6 +264,9 @@ func (r *ProbeReport) WriteTo(w io.Writer) (int64, error) {
 		fmt.Fprintf(&b, "                    `vmm boot` picks --cpu-profile emulated, and vmcall never exits here\n")
 	default:
 		fmt.Fprintf(&b, "native (%d-iteration loop: %v at CPL0, %v at CPL3)\n", ProbeLoops, r.KernelLoop.Round(time.Microsecond), r.UserLoop.Round(time.Microsecond))
+	}
+	if r.MeasureErr == nil && r.Host != HostAuto && (r.Host == HostEmulated) != r.Emulated {
+		fmt.Fprintf(&b, "                    WARNING: the measurement disagrees with the host signals; `vmm boot` follows the signals (override with --host)\n")
 	}
 	if r.PVMModule {
 		fmt.Fprintf(&b, "kvm_pvm module:     loaded (shadow-paging PVM backend)\n")

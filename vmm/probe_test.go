@@ -56,6 +56,12 @@ func TestProbe(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
 	}
+	if r.Host != HostAuto && (r.Host == HostEmulated) != r.Emulated {
+		t.Errorf("host signals say %s (%s), the measurement emulated=%v", r.Host, r.HostReason, r.Emulated)
+	}
+	if !strings.Contains(out.String(), "host kind:") || !strings.Contains(out.String(), "host signals:") {
+		t.Errorf("report lacks the host decision:\n%s", out.String())
+	}
 	// On this project's machines (kvm_pvm loaded) the facts are known: the
 	// report must show them.
 	if r.PVMModule {

@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -16,10 +17,11 @@ func TestLinuxTimerParams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emu, err := HostEmulatesKernelMode(DefaultConfig().KVMPath)
+	host, err := DetectHost(context.Background(), DefaultConfig().KVMPath)
 	if err != nil {
 		t.Fatal(err)
 	}
+	emu := host.Kind == HostEmulated
 	for _, tc := range []struct {
 		name string
 		lc   LinuxConfig

@@ -121,7 +121,9 @@ func (v *vcpu) loop() {
 			v.m.stop(Result{Outcome: OutcomeError, Detail: fmt.Sprintf("vcpu %d: internal error: %v\n%s", v.id, r, buf)})
 		}
 	}()
+	var y yielder // yield.go
 	for {
+		y.exited()
 		v.serveRequests()
 		if v.held() {
 			v.park()

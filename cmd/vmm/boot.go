@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,6 +33,7 @@ func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) (int,
 	extract := fset.String("extract", "auto", "unpack a bzImage's compressed vmlinux on the host and boot it via PVH: auto (on hosts that emulate guest kernel mode), on, off")
 	noPVH := fset.Bool("no-pvh", false, "boot ELF kernels through the 64-bit boot protocol even if they have a PVH note")
 	profile := fset.String("cpu-profile", "auto", "CPUID `profile`: auto, host, emulated (hides what an emulating host cannot execute)")
+	hostKind := fset.String("host", "auto", hostFlagHelp)
 	console := fset.String("console", "stdio", "serial console: stdio, none, or file:PATH")
 	consoleLog := fset.String("console-log", "", "also copy the serial console to this `file`")
 	fset.Usage = func() {
@@ -62,6 +62,9 @@ Flags:
 	}
 	if c := *console; c != "stdio" && c != "none" && !strings.HasPrefix(c, "file:") {
 		return 2, usagef("--console %q: want stdio, none or file:PATH", c)
+	}
+	if err := decideHost(ctx, *hostKind, &cfg); err != nil {
+		return 1, err
 	}
 	switch *profile {
 	case "auto":
@@ -149,7 +152,8 @@ Flags:
 	// host-side decompression allocated) before the guest runs for hours.
 	releaseKernel() // idempotent: the deferred call does nothing more
 	lc.Kernel, lc.Initrd, kdata, idata = nil, nil, nil, nil
-	debug.FreeOSMemory()
+	// ...after the guest started, not before its first instruction.
+	go trimAfterStart(ctx)
 	stopServices, err := mf.startServices(ctx, m, stderr)
 	if err != nil {
 		return 1, err

@@ -93,6 +93,7 @@ var (
 	colOurs  = color.RGBA{0x1f, 0x77, 0xb4, 0xff}
 	colQEMU  = color.RGBA{0xff, 0x7f, 0x0e, 0xff}
 	colGokvm = color.RGBA{0x2c, 0xa0, 0x2c, 0xff}
+	colFloor = color.RGBA{0x7f, 0x7f, 0x7f, 0xff}
 	colText  = color.RGBA{0x20, 0x20, 0x20, 0xff}
 	colGrey  = color.RGBA{0x80, 0x80, 0x80, 0xff}
 	colAxis  = color.RGBA{0xc0, 0xc0, 0xc0, 0xff}
@@ -104,6 +105,8 @@ func vmmColor(v string) color.Color {
 		return colQEMU
 	case vmmGokvm:
 		return colGokvm
+	case vmmFloor:
+		return colFloor
 	}
 	return colOurs
 }
@@ -128,7 +131,7 @@ func writeChart(path string, b *bench) error {
 	img := image.NewRGBA(image.Rect(0, 0, chartW, h))
 	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
 	y := margin
-	text(img, margin, y+12, colText, fmt.Sprintf("VMM benchmarks: ours vs QEMU (%s) vs gokvm (%s)", b.qemuVer, gokvmVersion))
+	text(img, margin, y+12, colText, fmt.Sprintf("VMM benchmarks: ours vs QEMU (%s, -cpu %s) vs gokvm (%s) vs floor (raw KVM loop in C)", b.qemuVer, b.qemuCPU, gokvmVersion))
 	text(img, margin, y+28, colGrey, "bars: median; whiskers: min-max; n/a: the VMM could not run the workload here (see docs/benchmarks.md)")
 	y += 40
 	for _, p := range ps {

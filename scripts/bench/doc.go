@@ -1,5 +1,6 @@
-// Command bench compares this project's VMM with QEMU and gokvm on the same
-// host in one run, and writes a markdown table to stdout and a PNG chart
+// Command bench compares this project's VMM with QEMU, gokvm and the floor
+// (floor/floor.c: raw KVM ioctls and nothing else, built with gcc in the
+// run) on the same host in one run, and writes a markdown table to stdout and a PNG chart
 // (docs/bench-<date>.png):
 //
 //	go run ./scripts/bench [-reps 5] [-linux-reps 2] [-skip-linux] ...
@@ -7,6 +8,11 @@
 // It installs or builds the peers itself: QEMU from Debian's
 // qemu-system-x86 (apt-get when missing), gokvm with `go install` at a
 // pinned version into the cache directory, our VMM with `go build ./cmd/vmm`.
+// QEMU's -cpu model is chosen in the run (the first of qemuCPUs that runs
+// the benchmark guest: this host's KVM refuses QEMU's -cpu host MSR 0x10a).
+// Every exact command line goes into the report; the run fails (exit 1,
+// after printing the report) when an installed VMM produced no number for
+// start-up, the CPL0 exit loop or the idle footprint.
 // The guests are the PVH benchmark guest of scripts/benchguest and the
 // cached guest kernel and initramfs of internal/guestimage.
 //

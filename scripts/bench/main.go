@@ -22,9 +22,12 @@ const (
 	vmmOurs  = "ours"
 	vmmQEMU  = "QEMU"
 	vmmGokvm = "gokvm"
+	// vmmFloor is scripts/bench/floor/floor.c: raw KVM ioctls and nothing else,
+	// the lower bound of start-up, exit cost and footprint.
+	vmmFloor = "floor"
 )
 
-var vmmNames = []string{vmmOurs, vmmQEMU, vmmGokvm}
+var vmmNames = []string{vmmOurs, vmmQEMU, vmmGokvm, vmmFloor}
 
 type options struct {
 	reps, exitReps, linuxReps int
@@ -37,17 +40,30 @@ type options struct {
 	convTimeout               time.Duration
 	budget                    time.Duration
 	began                     time.Time
+	// hogs CPU-bound processes (yes >/dev/null) run beside the whole
+	// bench; doc is the markdown file whose results section for this run's
+	// label the report replaces.
+	hogs int
+	doc  string
 }
 
 // bench holds the tools and what was measured.
 type bench struct {
-	opt       options
-	root      string
-	cache     string
-	ours      string
-	qemu      string
-	qemuVer   string
-	gokvm     string
+	opt     options
+	root    string
+	cache   string
+	ours    string
+	qemu    string
+	qemuVer string
+	gokvm   string
+	floor   string
+	// qemuCPU is the -cpu model QEMU runs the benchmark guest with here
+	// (chooseQEMUCPU), qemuCPUNote how it was chosen.
+	qemuCPU, qemuCPUNote string
+	// cmdlines are the exact command lines, in run order, one per VMM and
+	// workload kind (the first run of each).
+	cmdlines  []string
+	cmdSeen   map[string]bool
 	logf      func(string, ...any)
 	rows      []*row
 	failures  []failureNote
@@ -93,6 +109,8 @@ func main() {
 	flag.StringVar(&o.outDir, "out", "", "directory for the PNG chart (default: docs/ of the source tree)")
 	flag.DurationVar(&o.convTimeout, "conv-timeout", 180*time.Second, "bound on scripts/convbench")
 	flag.DurationVar(&o.budget, "budget", 14*time.Minute, "whole-run budget: Linux boots after the first round are skipped when the next one would overrun it")
+	flag.IntVar(&o.hogs, "hogs", 0, "run this many CPU hogs (`yes >/dev/null`) during the whole run, killed at its end")
+	flag.StringVar(&o.doc, "doc", "", "also write the report into this markdown `file`, replacing its results section for the same load (quiet or N CPU hogs)")
 	flag.Parse()
 	o.backends = strings.Split(backends, ",")
 	if o.n2 <= o.n1 || o.n1 < 0 || o.reps < 1 || o.exitReps < 1 || o.linuxReps < 1 {
@@ -128,13 +146,25 @@ func realMain(ctx context.Context, o options) error {
 	if b.ours, err = buildOurs(ctx, b.root, b.cache); err != nil {
 		return err
 	}
+	stopHogs, err := startHogs(o.hogs)
+	if err != nil {
+		return err
+	}
+	defer stopHogs()
 	if b.qemu, b.qemuVer, err = ensureQEMU(ctx, b.logf); err != nil {
 		return err
 	}
 	if b.gokvm, err = ensureGokvm(ctx, b.cache, b.logf); err != nil {
 		return err
 	}
-	b.logf("tools: ours %s; %s (%s); gokvm %s@%s", b.ours, b.qemu, b.qemuVer, gokvmModule, gokvmVersion)
+	if b.floor, err = buildFloor(ctx, b.cache); err != nil {
+		return err
+	}
+	b.logf("tools: ours %s; %s (%s); gokvm %s@%s; floor %s", b.ours, b.qemu, b.qemuVer, gokvmModule, gokvmVersion, b.floor)
+	if err := b.chooseQEMUCPU(ctx); err != nil {
+		return err
+	}
+	b.logf("QEMU CPU model: -cpu %s (%s)", b.qemuCPU, b.qemuCPUNote)
 
 	if err := b.startup(ctx); err != nil {
 		return err
@@ -158,8 +188,17 @@ func realMain(ctx context.Context, o options) error {
 		return fmt.Errorf("chart: %w", err)
 	}
 	b.logf("wrote %s", png)
-	b.report(os.Stdout, date, filepath.Base(png), time.Since(began))
-	return nil
+	stopHogs()
+	var rep strings.Builder
+	b.report(&rep, date, filepath.Base(png), time.Since(began))
+	os.Stdout.WriteString(rep.String())
+	if o.doc != "" {
+		if err := replaceResults(o.doc, loadLabel(o.hogs), rep.String()); err != nil {
+			return fmt.Errorf("update %s: %w", o.doc, err)
+		}
+		b.logf("updated %s", o.doc)
+	}
+	return b.peersRan()
 }
 
 // tinyArgv is the command line that boots the benchmark guest ELF.
@@ -169,9 +208,9 @@ func (b *bench) tinyArgv(vmm, elf string) []string {
 	case vmmOurs:
 		return []string{b.ours, "boot", "--kernel", elf, "-m", mem}
 	case vmmQEMU:
-		return []string{b.qemu, "-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", mem,
-			"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
-			"-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", elf}
+		return b.qemuTinyArgv(b.qemuCPU, elf)
+	case vmmFloor:
+		return []string{b.floor, elf, strconv.Itoa(b.opt.tinyMem)}
 	default:
 		return []string{b.gokvm, "boot", "-k", elf, "-m", mem, "-p", "console=ttyS0"}
 	}
@@ -191,6 +230,7 @@ func (b *bench) guest(ctx context.Context, opt benchguest.Options) (string, erro
 func (b *bench) tinyRun(ctx context.Context, vmm, elf string, watch []pattern, delay time.Duration) (runResult, error) {
 	spec := runSpec{argv: b.tinyArgv(vmm, elf), pty: vmm == vmmGokvm, watch: watch,
 		timeout: 120 * time.Second, guestKB: uint64(b.opt.tinyMem) << 10, sampleDelay: delay}
+	b.recordCmd("benchmark guest", vmm, spec.argv)
 	res, err := runVMM(ctx, spec)
 	if err != nil {
 		return res, err
@@ -350,6 +390,7 @@ func (b *bench) linux(ctx context.Context) error {
 	for _, be := range order {
 		jobs = append(jobs, job{vmmOurs, be})
 	}
+	// The floor cannot boot Linux (no devices, no boot protocol).
 	jobs = append(jobs, job{vmmQEMU, order[0]}, job{vmmGokvm, order[0]})
 	b.logf("Linux boot: %d runs of %d configurations, %v bound each", b.opt.linuxReps, len(jobs), b.opt.linuxTimeout)
 	longest := 60 * time.Second // guess until a boot has been timed
@@ -367,13 +408,14 @@ func (b *bench) linux(ctx context.Context) error {
 				argv = []string{b.ours, "boot", "--kernel", b.kernel.VMLinux, "--initrd", b.initramfs, "-m", mem,
 					"--memory-backend", j.backend, "--log-level", "info"}
 			case vmmQEMU:
-				argv = []string{b.qemu, "-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", mem,
+				argv = []string{b.qemu, "-M", "microvm", "-enable-kvm", "-cpu", b.qemuCPU, "-m", mem,
 					"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
 					"-kernel", b.kernel.VMLinux, "-initrd", b.initramfs, "-append", b.peerCmdline()}
 			default:
 				argv = []string{b.gokvm, "boot", "-k", b.kernel.VMLinux, "-i", b.initramfs, "-m", mem, "-p", b.peerCmdline()}
 			}
 			b.logf("  run %d: %s (%s)", i+1, j.vmm, j.backend)
+			b.recordCmd("Linux, "+j.backend, j.vmm, argv)
 			t0 := time.Now()
 			res, err := runVMM(ctx, runSpec{argv: argv, pty: j.vmm == vmmGokvm, watch: watch,
 				timeout: b.opt.linuxTimeout, guestKB: guestKB})

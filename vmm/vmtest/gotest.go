@@ -153,14 +153,14 @@ func runGoTest(t testing.TB, o Options) *GoTestResult {
 //
 // Guest user mode must be able to make system calls, which needs hardware
 // virtualization: on hosts whose KVM emulates guest kernel mode (no VMX/SVM,
-// see vmm.HostEmulatesKernelMode) GoTest skips t with that reason.
+// see vmm.DetectHost) GoTest skips t with that reason.
 func GoTest(t *testing.T, opts GoTestOptions) *GoTestResult {
 	t.Helper()
 	o := opts.Options.withDefaults()
 	kvmtest.OpenPath(t, o.KVMPath)
-	if emu, err := vmm.HostEmulatesKernelMode(o.KVMPath); err != nil {
+	if host, err := vmm.DetectHost(context.Background(), o.KVMPath); err != nil {
 		t.Fatalf("vmtest: cannot tell whether this host's KVM can run guest userspace: %v", err)
-	} else if emu {
+	} else if host.Kind == vmm.HostEmulated {
 		t.Skip("vmtest: this host's KVM emulates guest kernel mode (no VMX/SVM): guest user mode cannot make system calls here, so a Go test binary cannot run in the guest; run on a host with hardware virtualization")
 	}
 	o, err := prepareGoTest(context.Background(), t.TempDir(), opts, o)

@@ -162,9 +162,9 @@ func TestGoTestGuestReachesAgent(t *testing.T) {
 	}
 	path := kvmtest.Path()
 	kvmtest.OpenPath(t, path)
-	if emu, err := vmm.HostEmulatesKernelMode(path); err != nil {
+	if host, err := vmm.DetectHost(context.Background(), path); err != nil {
 		t.Fatal(err)
-	} else if !emu {
+	} else if host.Kind != vmm.HostEmulated {
 		t.Skip("guest userspace works on this host: TestGoTestEndToEnd covers the path")
 	}
 	t.Setenv(ArtifactsEnv, t.TempDir())

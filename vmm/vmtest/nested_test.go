@@ -29,10 +29,10 @@ func nestedOnly(t *testing.T) {
 	if InGuest() {
 		t.Skip("this is a guest half's binary")
 	}
-	if emu, err := vmm.HostEmulatesKernelMode(kvmtest.Path()); err != nil {
+	if host, err := vmm.DetectHost(context.Background(), kvmtest.Path()); err != nil {
 		t.Fatal(err)
-	} else if emu {
-		t.Fatal("VMM_NESTED=1 but this host's KVM emulates guest kernel mode: the lane's L1 is broken")
+	} else if host.Kind != vmm.HostNative {
+		t.Fatalf("VMM_NESTED=1 but the host kind is %v (%s): the lane's L1 must be a native (SVM) KVM", host.Kind, host.Reason)
 	}
 }
 
