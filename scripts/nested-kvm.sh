@@ -38,7 +38,8 @@
 #        the message says how far L1 got)
 #   125  L1 itself failed: QEMU did not start, the kernel did not reach
 #        /init, the KVM modules did not load or /dev/kvm is missing, or L1
-#        ended without reporting COMMAND's exit code
+#        ended without reporting COMMAND's exit code (a soft lockup in L1
+#        panics it at once: softlockup_panic=1, docs/nested.md)
 #   2    usage error
 # COMMAND's exit code is reported by L1's /init on the serial console as a
 # line carrying a random per-run nonce, so COMMAND's own output cannot fake
@@ -237,7 +238,7 @@ set +e # the pipeline's status is QEMU's; it is looked at below
 timeout -k 10 "$timeout" qemu-system-x86_64 -accel tcg -cpu "$cpu" -smp "$cpus" -m "$memory" \
 	-machine q35 -display none -monitor none -serial stdio -no-reboot -nodefaults \
 	-kernel "$kdir/vmlinuz" -initrd "$run/initrd.cpio" \
-	-append "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init" </dev/null 2>&1 |
+	-append "console=ttyS0 panic=-1 softlockup_panic=1 quiet loglevel=4 rdinit=/init" </dev/null 2>&1 |
 	while IFS= read -r line; do
 		line=${line%$'\r'}
 		case "$line" in
