@@ -14,7 +14,7 @@ TEST_HUGEPAGES ?= 400
 # (scripts/test.sh explains the budget).
 TEST_TIMEOUT   ?= 25m
 
-.PHONY: all build run test test-short lint bench setup guest-kernel initramfs clean
+.PHONY: all build run test test-short test-nested lint bench setup guest-kernel initramfs clean
 
 all: build
 
@@ -33,6 +33,12 @@ run: setup build
 
 test: setup
 	GO=$(GO) TEST_HUGEPAGES=$(TEST_HUGEPAGES) TEST_TIMEOUT=$(TEST_TIMEOUT) ./scripts/test.sh
+
+# The hardware-KVM lane: the tests that need guest userspace, vmcall exits
+# and a native APIC timer, inside an L1 Linux under QEMU TCG with SVM
+# (scripts/nested-kvm.sh, scripts/test-nested.sh). About 5-8 minutes here.
+test-nested: setup
+	GO=$(GO) ./scripts/test-nested.sh
 
 test-short:
 	$(GO) test -short ./...

@@ -42,19 +42,20 @@ const (
 // them in kernel mode once CPUID advertises it (docs/host-kvm.md).
 const (
 	// Leaf 1 ECX.
-	cpuid1PCLMULQDQ  = 1 << 1  // pclmulqdq: crc/ghash crypto paths
-	cpuid1FMA        = 1 << 12 // VEX-encoded; the emulator decodes no VEX
-	cpuid1CX16       = 1 << 13 // cmpxchg16b: SLUB lockless freelists
-	cpuid1SSE42      = 1 << 20 // crc32 instruction: crc32c-intel, ext4 metadata csums
-	cpuid1POPCNT     = 1 << 23 // popcnt: hweight*()
-	cpuid1AES        = 1 << 25 // aesenc/aesdec: aesni crypto
-	cpuid1XSAVE      = 1 << 26 // xsave/xrstor: FPU context switch
-	cpuid1OSXSAVE    = 1 << 27 // mirrors CR4.OSXSAVE; meaningless without XSAVE
-	cpuid1AVX        = 1 << 28 // VEX-encoded
-	cpuid1F16C       = 1 << 29 // VEX-encoded
-	cpuid1RDRAND     = 1 << 30 // rdrand (0f c7 /6): not in the emulator's group 9
-	cpuid1Hypervisor = 1 << 31
-	cpuid1EDXHTT     = 1 << 28
+	cpuid1PCLMULQDQ   = 1 << 1  // pclmulqdq: crc/ghash crypto paths
+	cpuid1FMA         = 1 << 12 // VEX-encoded; the emulator decodes no VEX
+	cpuid1CX16        = 1 << 13 // cmpxchg16b: SLUB lockless freelists
+	cpuid1SSE42       = 1 << 20 // crc32 instruction: crc32c-intel, ext4 metadata csums
+	cpuid1POPCNT      = 1 << 23 // popcnt: hweight*()
+	cpuid1TSCDeadline = 1 << 24 // local APIC TSC-deadline timer mode
+	cpuid1AES         = 1 << 25 // aesenc/aesdec: aesni crypto
+	cpuid1XSAVE       = 1 << 26 // xsave/xrstor: FPU context switch
+	cpuid1OSXSAVE     = 1 << 27 // mirrors CR4.OSXSAVE; meaningless without XSAVE
+	cpuid1AVX         = 1 << 28 // VEX-encoded
+	cpuid1F16C        = 1 << 29 // VEX-encoded
+	cpuid1RDRAND      = 1 << 30 // rdrand (0f c7 /6): not in the emulator's group 9
+	cpuid1Hypervisor  = 1 << 31
+	cpuid1EDXHTT      = 1 << 28
 
 	// Leaf 7 subleaf 0 EBX.
 	cpuid7BMI1       = 1 << 3 // VEX-encoded
@@ -140,6 +141,13 @@ type Profile struct {
 	// Protected, when set, announces protected mode in the leaves
 	// 0x40000100-0x40000101 (see ProtectedMode).
 	Protected *ProtectedMode
+	// TSCDeadline advertises the local APIC's TSC-deadline timer mode (leaf 1
+	// ECX bit 24). KVM_GET_SUPPORTED_CPUID never reports it because the
+	// timer is KVM's in-kernel LAPIC, not the CPU: set it when the VMM uses
+	// the in-kernel irqchip and KVM has KVM_CAP_TSC_DEADLINE_TIMER (api.rst
+	// 4.46, as QEMU does). Without it Linux calibrates the LAPIC timer
+	// against the PIT, which a slow or loaded host can fail.
+	TSCDeadline bool
 }
 
 // ProfileByName returns the "host" or "emulated" profile.
@@ -200,6 +208,9 @@ func (p Profile) Apply(entries []CPUIDEntry, vcpuID, ncpus int) ([]CPUIDEntry, e
 				e.EDX &^= cpuid1EDXHTT
 			}
 			e.ECX |= cpuid1Hypervisor
+			if p.TSCDeadline {
+				e.ECX |= cpuid1TSCDeadline
+			}
 			if p.Emulated {
 				e.ECX &^= emulatedClear1ECX
 			}

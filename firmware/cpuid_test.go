@@ -153,3 +153,37 @@ func TestCPUIDHost(t *testing.T) {
 		t.Error("vCPU 2 of 2 accepted")
 	}
 }
+
+// TestCPUIDTSCDeadline: the TSC-deadline bit (leaf 1 ECX bit 24) is set
+// exactly when the profile asks for it, with either profile, and nothing
+// else in leaf 1 ECX changes with it.
+func TestCPUIDTSCDeadline(t *testing.T) {
+	for _, name := range []string{ProfileHost, ProfileEmulated} {
+		p, _ := ProfileByName(name)
+		in := sampleCPUID()
+		for i := range in {
+			if in[i].Function == 1 {
+				in[i].ECX &^= cpuid1TSCDeadline // as KVM_GET_SUPPORTED_CPUID reports it
+			}
+		}
+		without, err := p.Apply(in, 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.TSCDeadline = true
+		with, err := p.Apply(in, 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := get(t, without, 1, 0).ECX, get(t, with, 1, 0).ECX
+		if a&cpuid1TSCDeadline != 0 {
+			t.Errorf("%s: TSC-deadline set without TSCDeadline: ECX %#x", name, a)
+		}
+		if b&cpuid1TSCDeadline == 0 {
+			t.Errorf("%s: TSC-deadline not set with TSCDeadline: ECX %#x", name, b)
+		}
+		if a|cpuid1TSCDeadline != b {
+			t.Errorf("%s: ECX %#x without, %#x with: only bit 24 may differ", name, a, b)
+		}
+	}
+}

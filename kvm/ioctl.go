@@ -30,6 +30,7 @@ const (
 	kvmSetUserMemoryRegion2 request = 0x40A0AE49 // KVM_SET_USER_MEMORY_REGION2 _IOW(KVMIO, 0x49, struct kvm_userspace_memory_region2)
 	kvmCreateIRQChip        request = 0x0000AE60 // KVM_CREATE_IRQCHIP _IO(KVMIO, 0x60)
 	kvmIRQLine              request = 0x4008AE61 // KVM_IRQ_LINE _IOW(KVMIO, 0x61, struct kvm_irq_level)
+	kvmGetIRQChip           request = 0xC208AE62 // KVM_GET_IRQCHIP _IOWR(KVMIO, 0x62, struct kvm_irqchip)
 	kvmIRQLineStatus        request = 0xC008AE67 // KVM_IRQ_LINE_STATUS _IOWR(KVMIO, 0x67, struct kvm_irq_level)
 	kvmSetGSIRouting        request = 0x4008AE6A // KVM_SET_GSI_ROUTING _IOW(KVMIO, 0x6a, struct kvm_irq_routing)
 	kvmIRQFD                request = 0x4020AE76 // KVM_IRQFD _IOW(KVMIO, 0x76, struct kvm_irqfd)
@@ -101,6 +102,8 @@ func (r request) String() string {
 		return "KVM_CREATE_IRQCHIP"
 	case kvmIRQLine:
 		return "KVM_IRQ_LINE"
+	case kvmGetIRQChip:
+		return "KVM_GET_IRQCHIP"
 	case kvmIRQLineStatus:
 		return "KVM_IRQ_LINE_STATUS"
 	case kvmSetGSIRouting:

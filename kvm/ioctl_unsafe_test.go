@@ -47,6 +47,7 @@ func TestIoctlNumbers(t *testing.T) {
 		{kvmSetUserMemoryRegion2, "KVM_SET_USER_MEMORY_REGION2", iocWrite, 0x49, unsafe.Sizeof(UserspaceMemoryRegion2{}), 0x40A0AE49},
 		{kvmCreateIRQChip, "KVM_CREATE_IRQCHIP", iocNone, 0x60, 0, 0x0000AE60},
 		{kvmIRQLine, "KVM_IRQ_LINE", iocWrite, 0x61, unsafe.Sizeof(irqLevel{}), 0x4008AE61},
+		{kvmGetIRQChip, "KVM_GET_IRQCHIP", iocRead | iocWrite, 0x62, irqChipSize, 0xC208AE62},
 		{kvmIRQLineStatus, "KVM_IRQ_LINE_STATUS", iocRead | iocWrite, 0x67, unsafe.Sizeof(irqLevel{}), 0xC008AE67},
 		{kvmSetGSIRouting, "KVM_SET_GSI_ROUTING", iocWrite, 0x6a, irqRoutingHeaderSize, 0x4008AE6A},
 		{kvmIRQFD, "KVM_IRQFD", iocWrite, 0x76, unsafe.Sizeof(irqfd{}), 0x4020AE76},

@@ -352,10 +352,11 @@ type interrupt struct {
 
 // Header sizes of the variable-length structs built in byte buffers.
 const (
-	cpuid2HeaderSize     = 8 // struct kvm_cpuid2 { __u32 nent; __u32 padding; entries[] }
-	msrsHeaderSize       = 8 // struct kvm_msrs { __u32 nmsrs; __u32 pad; entries[] }
-	msrListHeaderSize    = 4 // struct kvm_msr_list { __u32 nmsrs; __u32 indices[] }
-	irqRoutingHeaderSize = 8 // struct kvm_irq_routing { __u32 nr; __u32 flags; entries[] }
+	cpuid2HeaderSize     = 8   // struct kvm_cpuid2 { __u32 nent; __u32 padding; entries[] }
+	msrsHeaderSize       = 8   // struct kvm_msrs { __u32 nmsrs; __u32 pad; entries[] }
+	msrListHeaderSize    = 4   // struct kvm_msr_list { __u32 nmsrs; __u32 indices[] }
+	irqChipSize          = 520 // struct kvm_irqchip { __u32 chip_id; __u32 pad; union { char dummy[512]; ... } chip; }
+	irqRoutingHeaderSize = 8   // struct kvm_irq_routing { __u32 nr; __u32 flags; entries[] }
 	cpuidEntrySize       = 40
 	msrEntrySize         = 16
 	irqRoutingEntrySize  = 48

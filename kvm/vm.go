@@ -225,6 +225,35 @@ func (vm *VM) IRQLine(irq uint32, level bool) error {
 	return nil
 }
 
+// IOAPICState mirrors struct kvm_ioapic_state (arch/x86/include/uapi/asm/kvm.h).
+type IOAPICState struct {
+	BaseAddress uint64
+	IORegSel    uint32
+	ID          uint32
+	IRR         uint32 // pins with a pending request (bit n: pin n)
+	Pad         uint32
+	RedirTbl    [24]uint64
+}
+
+// IOAPIC reads the in-kernel IOAPIC's state (KVM_GET_IRQCHIP with
+// KVM_IRQCHIP_IOAPIC, api.rst 4.26).
+func (vm *VM) IOAPIC() (IOAPICState, error) {
+	var st IOAPICState
+	buf := make([]byte, irqChipSize)
+	le.PutUint32(buf[0:], IRQChipIOAPIC)
+	err := vm.do(func(fd int) error {
+		_, err := ioctlBuf(fd, kvmGetIRQChip, buf)
+		return err
+	})
+	if err != nil {
+		return st, fmt.Errorf("kvm: get irqchip (ioapic): %w", err)
+	}
+	if _, err := decodeLE(buf[8:], &st); err != nil {
+		return st, fmt.Errorf("kvm: get irqchip (ioapic): decode: %w", err)
+	}
+	return st, nil
+}
+
 // IRQLineStatus is IRQLine returning the delivery status
 // (KVM_IRQ_LINE_STATUS): > 0 delivered to that many targets, 0 coalesced
 // (already pending), < 0 masked / not delivered.

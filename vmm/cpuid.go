@@ -31,6 +31,10 @@ func (m *Machine) cpuidProfile(name string) (firmware.Profile, error) {
 	}
 	p.MapGPARange = m.hypercallExit
 	p.Protected = m.protectedMode(0) // LoadLinux refines ECX (protectedCmdline)
+	if m.irqchip {
+		n, err := m.vm.CheckExtension(kvm.CapTSCDeadlineTimer)
+		p.TSCDeadline = err == nil && n > 0
+	}
 	return p, nil
 }
 

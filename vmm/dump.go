@@ -50,13 +50,36 @@ func (v *vcpu) dump() string {
 				mode = 16
 			}
 		}
-		if inst, err := x86asm.Decode(code, mode); err == nil {
-			fmt.Fprintf(&b, "  disassembly: %s\n", x86asm.IntelSyntax(inst, rip, nil))
-		} else {
-			fmt.Fprintf(&b, "  disassembly: %v\n", err)
-		}
+		fmt.Fprintf(&b, "  disassembly: %s\n", disassemble(code, mode, rip))
 	}
 	return b.String()
+}
+
+// systemOps are the 0f 01 /xx (mod=11) instructions that x86asm does not
+// decode: the VMX and SVM instructions (vmcall and vmmcall are how a guest
+// makes a hypercall, the instruction a dump most often stops on), SMAP's
+// clac/stac and the like (Intel SDM Vol. 2 Table A-6, AMD APM Vol. 3 Table
+// A-7 opcode group 7).
+var systemOps = map[byte]string{
+	0xc1: "vmcall", 0xc2: "vmlaunch", 0xc3: "vmresume", 0xc4: "vmxoff",
+	0xca: "clac", 0xcb: "stac", 0xd4: "vmfunc", 0xd6: "xtest",
+	0xd8: "vmrun", 0xd9: "vmmcall", 0xda: "vmload", 0xdb: "vmsave",
+	0xdc: "stgi", 0xdd: "clgi", 0xde: "skinit", 0xdf: "invlpga",
+}
+
+// disassemble returns the first instruction of code in Intel syntax, or why
+// it cannot be decoded.
+func disassemble(code []byte, mode int, rip uint64) string {
+	inst, err := x86asm.Decode(code, mode)
+	if err == nil {
+		return x86asm.IntelSyntax(inst, rip, nil)
+	}
+	if len(code) >= 3 && code[0] == 0x0f && code[1] == 0x01 {
+		if op, ok := systemOps[code[2]]; ok {
+			return op
+		}
+	}
+	return err.Error()
 }
 
 // readCode reads n bytes at a guest virtual address by walking the vCPU's

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/sirupsen/logrus"
 	"github.com/vmmgo/vmm/kvm"
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -12,13 +13,20 @@ import (
 // ever forwarded (it is the only bit we enable); anything else gets
 // -KVM_ENOSYS. The result goes to hypercall.ret, which KVM copies into the
 // guest's RAX when the vCPU re-enters (api.rst §5, KVM_EXIT_HYPERCALL).
-func (v *vcpu) handleHypercall() {
+// With trace, every hypercall exit is logged like the other exits
+// (--trace-exits): number, arguments, mode and the answer.
+func (v *vcpu) handleHypercall(trace bool) {
 	hc := v.run.Hypercall()
-	if hc.Nr != kvm.HCMapGPARange {
-		v.run.SetHypercallRet(negErrno(kvm.KVMENOSYS))
-		return
+	ret := negErrno(kvm.KVMENOSYS)
+	if hc.Nr == kvm.HCMapGPARange {
+		ret = v.m.mapGPARange(v.id, hc.Args[0], hc.Args[1], hc.Args[2])
 	}
-	v.run.SetHypercallRet(v.m.mapGPARange(v.id, hc.Args[0], hc.Args[1], hc.Args[2]))
+	v.run.SetHypercallRet(ret)
+	if trace {
+		v.log.WithFields(logrus.Fields{"exit": "hypercall", "nr": hc.Nr,
+			"args":     fmt.Sprintf("%#x,%#x,%#x", hc.Args[0], hc.Args[1], hc.Args[2]),
+			"longmode": hc.LongMode(), "ret": int64(ret)}).Trace("exit")
+	}
 }
 
 func negErrno(code uint64) uint64 { return -code }

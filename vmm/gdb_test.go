@@ -654,14 +654,10 @@ func TestTraceExitsLogsEveryExit(t *testing.T) {
 		out %eax, $0xf4`
 	for _, trace := range []bool{true, false} {
 		t.Run(fmt.Sprint("trace=", trace), func(t *testing.T) {
-			l := logrus.New()
-			l.SetOutput(ioDiscard{})
-			l.SetLevel(logrus.TraceLevel)
-			hook := &logCapture{}
-			l.AddHook(hook)
+			log, hook := traceLog()
 			cfg := smallConfig(memory.KindAnon)
 			cfg.TraceExits = trace
-			cfg.Log = logrus.NewEntry(l)
+			cfg.Log = log
 			m := newRawMachine(t, cfg, src)
 			runMachine(t, m, OutcomePowerOff)
 			var ios []string

@@ -54,7 +54,40 @@ const (
 // DefaultCmdline is put before the user's command line: the console on the
 // first serial port, and panics end the VMM (panic=-1 reboots at once, which
 // the VMM reports as the guest's reboot or, with pvpanic, its panic).
-const DefaultCmdline = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1 reboot=acpi no_timer_check"
+const DefaultCmdline = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1 reboot=acpi"
+
+// emulatedTimerParams is added on hosts whose KVM emulates guest kernel
+// mode: there the kernel's IOAPIC timer check (check_timer, a busy wait for
+// ticks) runs in KVM's instruction emulator, thousands of times slower than
+// the ticks it counts, and can give up on a working timer. Elsewhere the
+// check passes (the PIT reaches the pin the MADT names, legacyGSIRoutes)
+// and is kept: a guest whose timer does not work says so at boot.
+const emulatedTimerParams = "no_timer_check"
+
+// timerParams returns the command-line parameters the host needs for the
+// guest's timer setup: emulatedTimerParams when this host emulates guest
+// kernel mode, else nothing.
+func (m *Machine) timerParams() string {
+	if m.hostEmulated() {
+		return emulatedTimerParams
+	}
+	return ""
+}
+
+// appendParams adds the parameters of params that cmdline does not have yet.
+func appendParams(cmdline, params string) string {
+	have := map[string]bool{}
+	for _, f := range strings.Fields(cmdline) {
+		have[f] = true
+	}
+	for _, p := range strings.Fields(params) {
+		if !have[p] {
+			cmdline = strings.TrimSpace(cmdline + " " + p)
+			have[p] = true
+		}
+	}
+	return cmdline
+}
 
 // LoadLinux sets up the platform (in-kernel irqchip and PIT, ACPI and MP
 // tables, serial, i8042, RTC, ACPI power management, debug ports, the
@@ -71,6 +104,9 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		return nil, fmt.Errorf("create in-kernel irqchip: %w", err)
 	}
 	m.irqchip = true
+	if err := m.vm.SetGSIRouting(legacyGSIRoutes()); err != nil {
+		return nil, fmt.Errorf("GSI routing: %w", err)
+	}
 	if err := m.vm.CreatePIT2(0); err != nil {
 		return nil, fmt.Errorf("create in-kernel PIT: %w", err)
 	}
@@ -103,6 +139,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 	if !lc.NoDefaultCmdline {
 		cmdline = strings.TrimSpace(DefaultCmdline + " " + lc.Cmdline)
 	}
+	cmdline = appendParams(cmdline, m.timerParams())
 	if profile.Emulated {
 		cmdline = strings.TrimSpace(cmdline + " " + emulatedKernelParams)
 	}

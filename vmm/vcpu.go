@@ -231,7 +231,7 @@ func (v *vcpu) handleExit() bool {
 		v.m.stop(Result{Outcome: OutcomePanic, Detail: fmt.Sprintf("vcpu %d: triple fault (KVM_EXIT_SHUTDOWN)", v.id), Dump: v.dump()})
 		return false
 	case kvm.ExitHypercall:
-		v.handleHypercall()
+		v.handleHypercall(trace)
 	case kvm.ExitInternalError:
 		return v.handleInternalError()
 	case kvm.ExitFailEntry:

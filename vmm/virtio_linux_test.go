@@ -272,6 +272,13 @@ func containsAll(have []string, want ...string) bool {
 // x86-64 ELF whose first instruction loads from token (mkfs.ext4 -d).
 func buildRootImage(t *testing.T, dir string, token uint32) string {
 	t.Helper()
+	return mkfsExt4(t, dir, map[string][]byte{"vmm-marker": markerELF(token)})
+}
+
+// mkfsExt4 writes a 16 MiB ext4 image holding files (name: content, mode
+// 0755) into dir and returns its path.
+func mkfsExt4(t *testing.T, dir string, files map[string][]byte) string {
+	t.Helper()
 	mkfs, err := exec.LookPath("mkfs.ext4")
 	if err != nil {
 		t.Fatalf("mkfs.ext4 not found (install e2fsprogs; scripts/setup.sh does): %v", err)
@@ -280,8 +287,10 @@ func buildRootImage(t *testing.T, dir string, token uint32) string {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(root, "vmm-marker"), markerELF(token), 0o755); err != nil {
-		t.Fatal(err)
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(root, name), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	img := filepath.Join(dir, "root.ext4")
 	out, err := exec.Command(mkfs, "-q", "-F", "-L", "vmmroot", "-d", root, img, "16M").CombinedOutput()

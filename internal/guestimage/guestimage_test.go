@@ -756,3 +756,51 @@ func TestBootQEMUTCG(t *testing.T) {
 		}
 	})
 }
+
+// TestKernelEnv: $VMM_GUEST_KERNEL is returned as is when complete and
+// refused, naming what is missing, when not.
+func TestKernelEnv(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(KernelEnv, dir)
+	if _, err := Kernel(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "vmlinux") {
+		t.Fatalf("empty kernel dir: err %v, want one naming vmlinux", err)
+	}
+	for _, f := range []string{"vmlinux", "bzImage", "System.map", ".config"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, err := Kernel(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Dir != dir || k.VMLinux != filepath.Join(dir, "vmlinux") || k.BzImage != filepath.Join(dir, "bzImage") {
+		t.Errorf("Kernel() = %+v", k)
+	}
+}
+
+// TestInitEnv: with $VMM_GUEST_INIT the initramfs carries that binary as
+// /init and needs neither the Go toolchain nor the source tree.
+func TestInitEnv(t *testing.T) {
+	dir := t.TempDir()
+	initBin := filepath.Join(dir, "prebuilt-init")
+	content := []byte("#!prebuilt init " + t.Name())
+	if err := os.WriteFile(initBin, content, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(InitEnv, initBin)
+	t.Setenv("VMM_CACHE_DIR", filepath.Join(dir, "cache"))
+	t.Setenv("VMM_SOURCE_DIR", dir) // no go.mod: no source tree
+	t.Setenv("PATH", dir)           // no go tool
+	p, err := Initramfs(context.Background(), InitramfsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := ListInitramfs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ents["init"].FileSize != uint64(len(content)) {
+		t.Errorf("/init is %d bytes, want the prebuilt %d", ents["init"].FileSize, len(content))
+	}
+}

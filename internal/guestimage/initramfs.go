@@ -77,8 +77,8 @@ func Initramfs(ctx context.Context, opts InitramfsOptions) (string, error) {
 	}
 	start := time.Now()
 	root, err := SourceDir()
-	if err != nil {
-		return "", err
+	if err != nil && (os.Getenv(InitEnv) == "" || opts.URoot != nil) {
+		return "", err // the source tree is needed to build /init or u-root
 	}
 	cache := CacheDir()
 	if err := os.MkdirAll(cache, 0o755); err != nil {
@@ -145,9 +145,21 @@ func GoTool() (string, error) {
 	return "", errors.New("go toolchain not found in PATH, $GOROOT/bin or /usr/local/go/bin")
 }
 
+// InitEnv names a prebuilt scripts/guest-init binary that Initramfs uses
+// instead of building one (for hosts without a Go toolchain, such as the L1
+// guest of scripts/nested-kvm.sh).
+const InitEnv = "VMM_GUEST_INIT"
+
 // buildGuestInit builds scripts/guest-init as a static, reproducible linux/amd64
-// binary at out.
+// binary at out, or copies $VMM_GUEST_INIT there.
 func buildGuestInit(ctx context.Context, root, out string) error {
+	if p := os.Getenv(InitEnv); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("%s: %w", InitEnv, err)
+		}
+		return os.WriteFile(out, b, 0o755)
+	}
 	gobin, err := GoTool()
 	if err != nil {
 		return err

@@ -32,8 +32,42 @@ const kernelScript = "scripts/guest-kernel/build.sh"
 // (minutes; apt-get installs what is missing when running as root). Progress
 // goes to log (nil: discarded). Cancelling ctx stops the build; the cache
 // never holds a half-finished entry.
+//
+// With $VMM_GUEST_KERNEL set (KernelEnv) it returns that directory, laid out
+// like a cache entry (vmlinux, bzImage, System.map, .config), without
+// running anything: for hosts without the build tools, such as the L1 guest
+// of scripts/nested-kvm.sh.
 func Kernel(ctx context.Context, log io.Writer) (KernelImages, error) {
+	if dir := os.Getenv(KernelEnv); dir != "" {
+		k, err := kernelImagesIn(dir)
+		if err != nil {
+			return k, fmt.Errorf("%s=%s: %w", KernelEnv, dir, err)
+		}
+		return k, nil
+	}
 	return kernel(ctx, log, nil)
+}
+
+// KernelEnv names a prebuilt kernel directory that Kernel returns as is.
+const KernelEnv = "VMM_GUEST_KERNEL"
+
+// kernelImagesIn returns the images of a kernel directory, checking that
+// each file is there.
+func kernelImagesIn(dir string) (KernelImages, error) {
+	k := KernelImages{
+		Dir:       dir,
+		VMLinux:   filepath.Join(dir, "vmlinux"),
+		BzImage:   filepath.Join(dir, "bzImage"),
+		SystemMap: filepath.Join(dir, "System.map"),
+		Config:    filepath.Join(dir, ".config"),
+		BuildLog:  filepath.Join(dir, "build.log"),
+	}
+	for _, p := range []string{k.VMLinux, k.BzImage, k.SystemMap, k.Config} {
+		if _, err := os.Stat(p); err != nil {
+			return KernelImages{}, fmt.Errorf("kernel directory %s incomplete: %w", dir, err)
+		}
+	}
+	return k, nil
 }
 
 // kernel is Kernel with extra environment for build.sh (tests redirect its
@@ -47,20 +81,7 @@ func kernel(ctx context.Context, log io.Writer, env []string) (KernelImages, err
 	if dir == "" {
 		return KernelImages{}, fmt.Errorf("%s printed no cache directory", kernelScript)
 	}
-	k := KernelImages{
-		Dir:       dir,
-		VMLinux:   filepath.Join(dir, "vmlinux"),
-		BzImage:   filepath.Join(dir, "bzImage"),
-		SystemMap: filepath.Join(dir, "System.map"),
-		Config:    filepath.Join(dir, ".config"),
-		BuildLog:  filepath.Join(dir, "build.log"),
-	}
-	for _, p := range []string{k.VMLinux, k.BzImage, k.SystemMap, k.Config} {
-		if _, err := os.Stat(p); err != nil {
-			return KernelImages{}, fmt.Errorf("kernel cache entry %s incomplete: %w", dir, err)
-		}
-	}
-	return k, nil
+	return kernelImagesIn(dir)
 }
 
 // KernelKey returns the cache key (hash) of the current kernel inputs

@@ -5,14 +5,17 @@
 //
 //  1. mounts /proc, /sys and /dev (devtmpfs), and /tmp (tmpfs);
 //  2. prints "VMM-GUEST-INIT: hello from userspace" on /dev/console;
-//  3. runs the command given on the kernel command line (read only when it
+//  3. runs the checks asked for on the kernel command line (vmm.sleep=,
+//     vmm.mount=, vmm.cat=, vmm.portecho=, vmm.vsockecho=; see checks.go),
+//     each reported as a "VMM-GUEST-INIT: <check> ..." line;
+//  4. runs the command given on the kernel command line (read only when it
 //     is PID 1) as
 //     vmm.run=<command> (quote it when it has arguments:
 //     vmm.run="ls -l /"), or else the arguments the kernel passes to init
 //     after "--" on the command line;
-//  4. prints "VMM-GUEST-INIT: exit <code>" (0 when nothing was run, 127 when
+//  5. prints "VMM-GUEST-INIT: exit <code>" (0 when nothing was run, 127 when
 //     the command could not be started, 128+n when it died of signal n);
-//  5. syncs and powers the machine off with reboot(LINUX_REBOOT_CMD_POWER_OFF).
+//  6. syncs and powers the machine off with reboot(LINUX_REBOOT_CMD_POWER_OFF).
 //
 // When it is not PID 1 (run on the host by a developer or a test, or by
 // itself as vmm.run=/init) it mounts nothing, ignores /proc/cmdline and does

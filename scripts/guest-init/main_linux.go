@@ -52,6 +52,11 @@ func main() {
 			fmt.Fprintf(console, "guest-init: %v\n", err)
 		}
 		argv = commandFromCmdline(string(cmdline))
+		if c, err := checksFromCmdline(string(cmdline)); err != nil {
+			fmt.Fprintf(console, "guest-init: %v\n", err)
+		} else {
+			runChecks(console, c)
+		}
 	}
 	if len(argv) == 0 && len(os.Args) > 1 {
 		argv = os.Args[1:]

@@ -227,8 +227,21 @@ func buildTest(ctx context.Context, pkg string, flags []string, out string) erro
 	return goCmd(ctx, "", append(args, pkg)...)
 }
 
-// buildAgent compiles scripts/guest-agent from the vmm source tree.
+// AgentEnv names a prebuilt scripts/guest-agent binary that GoTest uses
+// instead of building one (for hosts without a Go toolchain or the source
+// tree, such as the L1 guest of scripts/nested-kvm.sh).
+const AgentEnv = "VMTEST_AGENT"
+
+// buildAgent compiles scripts/guest-agent from the vmm source tree, or
+// copies $VMTEST_AGENT to out.
 func buildAgent(ctx context.Context, out string) error {
+	if p := os.Getenv(AgentEnv); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("guest agent: %s: %w", AgentEnv, err)
+		}
+		return os.WriteFile(out, b, 0o755)
+	}
 	root, err := guestimage.SourceDir()
 	if err != nil {
 		return fmt.Errorf("guest agent: %w", err)
