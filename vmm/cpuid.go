@@ -62,6 +62,7 @@ func (m *Machine) cpuidProfile(name string) (firmware.Profile, error) {
 	if err != nil {
 		return p, err
 	}
+	m.cpuProfileName = name
 	p.MapGPARange = m.hypercallExit
 	return p, nil
 }

@@ -45,6 +45,7 @@ type Machine struct {
 	convLimit   *rateLimiter
 
 	supportedCPUID []firmware.CPUIDEntry
+	cpuProfileName string // the CPUID profile in use (for error hints)
 	pvmem          *pvmem.Device
 	serial         *serial.UART
 	post           *debugport.POST
