@@ -18,24 +18,27 @@ import (
 // kernelDefault is one such parameter.
 type kernelDefault struct {
 	param string // added as is, e.g. "cryptomgr.notests"
-	why   string // logged: what it skips and what that cost
+	// also lists other parameters that, on the user's command line, mean
+	// the user chose for themselves (e.g. watchdog_thresh= for nowatchdog,
+	// a flag that cannot be turned off by naming it).
+	also []string
+	why  string // logged: what it skips and what that cost
 }
 
-// name is the parameter's name: what the user's command line is searched
-// for (the part before '=').
-func (d kernelDefault) name() string {
+// names are the parameter names that count as "set by the user".
+func (d kernelDefault) names() []string {
 	n, _, _ := strings.Cut(d.param, "=")
-	return n
+	return append([]string{n}, d.also...)
 }
 
 // emulatedHostDefaults are measured on Debian's 6.1 kernels
 // (linux-image-6.1.0-*-amd64 and -cloud-amd64), 1 vCPU, on a 2-core
 // emulating host (docs/emulation.md has the numbers).
 var emulatedHostDefaults = []kernelDefault{
-	{"cryptomgr.notests", "skip the crypto API's self-test of every built-in algorithm at registration"},
-	{"initcall_blacklist=ftrace_check_for_weak_functions", "skip ftrace's boot scan that looks up all ~40,000 traceable call sites in kallsyms (it only hides weak-function records from function tracing)"},
-	{"nowatchdog", "no soft/hard lockup watchdog: under emulation it reports false lockups, and each report unwinds and symbolizes stacks"},
-	{"rcupdate.rcu_cpu_stall_suppress=1", "no RCU CPU stall warnings: false positives under emulation, each one a costly stack dump"},
+	{"cryptomgr.notests", nil, "skip the crypto API's self-test of every built-in algorithm at registration"},
+	{"initcall_blacklist=ftrace_check_for_weak_functions", nil, "skip ftrace's boot scan that looks up all ~40,000 traceable call sites in kallsyms (it only hides weak-function records from function tracing)"},
+	{"nowatchdog", []string{"nosoftlockup", "nmi_watchdog", "watchdog_thresh", "softlockup_panic"}, "no soft/hard lockup watchdog: under emulation it reports false lockups, and each report unwinds and symbolizes stacks"},
+	{"rcupdate.rcu_cpu_stall_suppress=1", nil, "no RCU CPU stall warnings: false positives under emulation, each one a costly stack dump"},
 }
 
 // clearCPUIDMax is the size of the buffer cpu_parse_early_param copies
@@ -49,7 +52,9 @@ const clearCPUIDMax = 127
 // cmdline does not set it. Parameters go before a " -- " (what follows it
 // is init's). A user's clearcpuid= is merged with the VMM's: the kernel
 // reads only the last clearcpuid=.
-func emulatedHostCmdline(cmdline string, log *logrus.Entry) string {
+// With noDefaults (LinuxConfig.NoDefaultCmdline) only what the guest needs
+// to run is added, none of the defaults.
+func emulatedHostCmdline(cmdline string, noDefaults bool, log *logrus.Entry) string {
 	kernel, initArgs, hasInit := strings.Cut(cmdline, " -- ")
 	if strings.HasPrefix(cmdline, "-- ") {
 		kernel, initArgs, hasInit = "", strings.TrimPrefix(cmdline, "-- "), true
@@ -65,8 +70,11 @@ func emulatedHostCmdline(cmdline string, log *logrus.Entry) string {
 		add = append(add, p)
 	}
 	for _, d := range emulatedHostDefaults {
-		if set[normParam(d.name())] {
-			log.WithField("param", d.name()).Debug("emulating host: the command line sets this parameter; no default added")
+		if noDefaults {
+			break
+		}
+		if n := setAny(set, d.names()); n != "" {
+			log.WithField("param", n).Debug("emulating host: the command line sets this parameter; no default added")
 			continue
 		}
 		log.WithField("param", d.param).Info("emulating host: kernel command-line default (" + d.why + ")")
@@ -77,6 +85,16 @@ func emulatedHostCmdline(cmdline string, log *logrus.Entry) string {
 		out += " -- " + initArgs
 	}
 	return out
+}
+
+// setAny returns the first of names that set has, or "".
+func setAny(set map[string]bool, names []string) string {
+	for _, n := range names {
+		if set[normParam(n)] {
+			return n
+		}
+	}
+	return ""
 }
 
 // normParam spells a parameter name as the kernel compares it: '-' and

@@ -15,7 +15,7 @@ func TestEmulatedHostCmdline(t *testing.T) {
 	hook := test.NewLocal(log)
 	e := logrus.NewEntry(log)
 
-	got := emulatedHostCmdline("console=ttyS0 quiet", e)
+	got := emulatedHostCmdline("console=ttyS0 quiet", false, e)
 	if !strings.HasPrefix(got, "console=ttyS0 quiet clearcpuid=") {
 		t.Errorf("user parameters first, then the VMM's: %q", got)
 	}
@@ -38,25 +38,31 @@ func TestEmulatedHostCmdline(t *testing.T) {
 	}
 
 	// The user's own setting wins, with '-' and '_' alike.
-	got = emulatedHostCmdline("nowatchdog=0 cryptomgr.notests=0 rcupdate.rcu-cpu-stall-suppress=0 initcall_blacklist=foo", e)
-	for _, p := range []string{"cryptomgr.notests", "nowatchdog", "rcupdate.rcu_cpu_stall_suppress", "initcall_blacklist"} {
+	got = emulatedHostCmdline("watchdog_thresh=10 cryptomgr.notests=0 rcupdate.rcu-cpu-stall-suppress=0 initcall_blacklist=foo", false, e)
+	for _, p := range []string{"cryptomgr.notests", "rcupdate.rcu_cpu_stall_suppress", "initcall_blacklist"} {
 		if n := strings.Count(strings.ReplaceAll(got, "-", "_"), p); n != 1 {
 			t.Errorf("%s appears %d times in %q, want the user's only", p, n, got)
 		}
 	}
+	if strings.Contains(got, "nowatchdog") {
+		t.Errorf("watchdog_thresh= set by the user, nowatchdog added anyway: %q", got)
+	}
+	if got := emulatedHostCmdline("console=ttyS0", true, e); strings.Contains(got, "nowatchdog") || !strings.Contains(got, "clearcpuid=") {
+		t.Errorf("no defaults: want clearcpuid= only: %q", got)
+	}
 
 	// Parameters go before "--" (the rest is init's).
-	got = emulatedHostCmdline("console=ttyS0 -- single foo=bar", e)
+	got = emulatedHostCmdline("console=ttyS0 -- single foo=bar", false, e)
 	kernel, initArgs, ok := strings.Cut(got, " -- ")
 	if !ok || initArgs != "single foo=bar" || !strings.Contains(kernel, "clearcpuid=") || strings.Contains(initArgs, "clearcpuid") {
 		t.Errorf("init arguments not kept apart: %q", got)
 	}
-	if got := emulatedHostCmdline("-- x", e); !strings.HasSuffix(got, " -- x") || !strings.HasPrefix(got, "clearcpuid=") {
+	if got := emulatedHostCmdline("-- x", false, e); !strings.HasSuffix(got, " -- x") || !strings.HasPrefix(got, "clearcpuid=") {
 		t.Errorf("leading --: %q", got)
 	}
 
 	// A user's clearcpuid= is merged: the kernel reads only the last one.
-	got = emulatedHostCmdline("clearcpuid=1,129 root=/dev/vda", e)
+	got = emulatedHostCmdline("clearcpuid=1,129 root=/dev/vda", false, e)
 	if strings.Count(got, "clearcpuid=") != 1 || !strings.Contains(got, "clearcpuid=1,129,140,") {
 		t.Errorf("clearcpuid not merged: %q", got)
 	}

@@ -105,7 +105,9 @@ func (v *vcpu) fallback(insn []byte) error {
 	if err := v.cpu.SetRegs(cpu.Regs); err != nil {
 		return err
 	}
-	v.m.stats.counter(in.Op.String() + "-emulated").Add(1)
+	if v.m.stats.counter(in.Op.String()+"-emulated").Add(1) == 1 {
+		v.log.WithField("rip", fmt.Sprintf("%#x", regs.RIP)).Info("the host's emulator cannot execute " + in.Op.String() + ": the VMM executes it (first time; counted in the stats)")
+	}
 	return nil
 }
 

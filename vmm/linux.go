@@ -103,7 +103,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		cmdline = strings.TrimSpace(DefaultCmdline + " " + lc.Cmdline)
 	}
 	if profile.Emulated {
-		cmdline = emulatedHostCmdline(cmdline, m.log) // vmm/cmdline_defaults.go
+		cmdline = emulatedHostCmdline(cmdline, lc.NoDefaultCmdline, m.log) // vmm/cmdline_defaults.go
 	}
 	fc := firmware.Config{Cmdline: cmdline, E820: e820, RSDPAddr: memory.GPA(rsdp), NoPVH: lc.NoPVH}
 	fc.Extract = lc.Extract == ExtractOn
