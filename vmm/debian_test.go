@@ -31,7 +31,8 @@ const debianFlavour = "cloud-amd64"
 // mode that takes the instruction fallback (ldmxcsr), the emulated CPU
 // profile and the command-line defaults together. Skipped only when the
 // package cannot be had (no apt, no network and no cached copy); long, so
-// not run with -short and only with VMM_TEST_DEBIAN=1 (make test-debian).
+// not run with -short and only with VMM_TEST_DEBIAN=1 (make test-debian);
+// VMM_DEBIAN_CONSOLE_LOG=FILE copies the console there as it runs.
 func TestDebianKernelBoots(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a distribution kernel (minutes under emulation); not run with -short")
@@ -68,7 +69,19 @@ func TestDebianKernelBoots(t *testing.T) {
 	cfg.CPUs = 1
 	cfg.Memory = 256 << 20
 	cfg.Timeout = deadline // fires with every vCPU's state in res.Dump
-	res, out := bootLinux(t, cfg, LinuxConfig{Kernel: kernel})
+	lc := LinuxConfig{Kernel: kernel}
+	if p := os.Getenv("VMM_DEBIAN_CONSOLE_LOG"); p != "" {
+		// A copy of the console while it runs (bootLinux keeps the rest).
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		lc.ConsoleLog = f
+	}
+	start := time.Now()
+	res, out := bootLinux(t, cfg, lc)
+	t.Logf("%s: %v to %v (load average at the end: %s)", flavour, time.Since(start).Round(time.Second), res.Outcome, loadAverage())
 	for _, want := range []string{
 		"Linux version " + dk.KVer,
 		"Debian",
@@ -86,6 +99,20 @@ func TestDebianKernelBoots(t *testing.T) {
 	if t.Failed() {
 		t.Logf("console tail:\n%s\n%s", tail(out, 4000), res.Dump)
 	}
+}
+
+// loadAverage is /proc/loadavg's first three fields (boot times mean
+// little without it on a shared host).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // tail returns the last n bytes of s.
