@@ -35,7 +35,7 @@ test: setup
 # Debian's stock kernel (scripts/debian-kernel.sh) booted to its root mount:
 # many minutes on hosts that emulate guest kernel mode (docs/emulation.md).
 test-debian:
-	VMM_TEST_DEBIAN=1 $(GO) test ./vmm -run TestDebianKernelBoots -count=1 -v -timeout 40m
+	VMM_TEST_DEBIAN=1 $(GO) test ./vmm -run TestDebianKernelBoots -count=1 -v -timeout 60m
 
 test-short:
 	$(GO) test -short ./...

@@ -14,10 +14,12 @@ import (
 
 // debianBootDeadline bounds TestDebianKernelBoots. Measured on the 2-core
 // development host (kernel mode emulated), 1 vCPU, 256 MiB, the VMM's
-// emulating-host defaults on: see debianFlavour and docs/emulation.md for
-// the numbers; the bound is about twice the slowest loaded boot measured.
+// emulating-host defaults on, at a load average of 22-28 (other guests and
+// kernel builds beside it): after 25 minutes the cloud kernel was in its
+// early initcalls (kprobes, 343 s of guest time); docs/emulation.md has the
+// phase costs. On a host with hardware virtualization it boots in seconds.
 // VMM_DEBIAN_BOOT_TIMEOUT (a Go duration) overrides it.
-const debianBootDeadline = 20 * time.Minute
+const debianBootDeadline = 45 * time.Minute
 
 // debianFlavour is the Debian kernel the test boots (the one that boots
 // faster here); VMM_DEBIAN_FLAVOUR picks the other ("amd64").
