@@ -39,7 +39,7 @@ const (
 // CPUID bits the "emulated" profile clears (Intel SDM Vol. 2A CPUID, AMD APM
 // Vol. 3 App. E). The host here runs guest kernel mode in KVM's instruction
 // emulator, which does not implement these instructions; Linux uses each of
-// them in kernel mode once CPUID advertises it (shared/docs/host-kvm.md).
+// them in kernel mode once CPUID advertises it (docs/host-kvm.md).
 const (
 	// Leaf 1 ECX.
 	cpuid1PCLMULQDQ  = 1 << 1  // pclmulqdq: crc/ghash crypto paths
@@ -137,6 +137,9 @@ type Profile struct {
 	// KVM_HC_MAP_GPA_RANGE. Otherwise "emulated" clears the bit and "host"
 	// leaves what KVM reported.
 	MapGPARange bool
+	// Protected, when set, announces protected mode in the leaves
+	// 0x40000100-0x40000101 (see ProtectedMode).
+	Protected *ProtectedMode
 }
 
 // ProfileByName returns the "host" or "emulated" profile.
@@ -262,5 +265,44 @@ func (p Profile) Apply(entries []CPUIDEntry, vcpuID, ncpus int) ([]CPUIDEntry, e
 	if p.MapGPARange {
 		feat.EAX |= KVMFeatureHCMapGPARange
 	}
-	return es, nil
+	return p.Protected.apply(es), nil
+}
+
+// The protected-mode leaves: a hypervisor range of our own above KVM's
+// (0x40000000-0x40000001), found by its signature like "KVMKVMKVM".
+const (
+	ProtectedCPUIDSignature = 0x40000100 // EAX = highest leaf, EBX:ECX:EDX = "VMMGoProtect"
+	ProtectedCPUIDFeatures  = 0x40000101 // EAX = features, EBX = pvmem port, ECX = swiotlb MiB
+	ProtectedSignature      = "VMMGoProtect"
+	// ProtectedFeatureGuest (0x40000101 EAX bit 0): all guest RAM is private
+	// to the host's device models at boot; the guest must share what its
+	// devices access (swiotlb pool, virtqueues).
+	ProtectedFeatureGuest = 1 << 0
+)
+
+// ProtectedMode is what a protected guest (--private-memory) is told in
+// CPUID (docs/conversion.md, "Protected guests").
+type ProtectedMode struct {
+	PVMemPort  uint16 // 0x40000101 EBX: base I/O port of pvmem (docs/pvmem.md)
+	SwiotlbMiB uint32 // 0x40000101 ECX: suggested swiotlb size, 0 = kernel default
+}
+
+// apply adds or replaces the two protected-mode leaves; nil adds nothing.
+// The entries of 0x400001xx are the VMM's own, so any the host reported
+// are replaced.
+func (pm *ProtectedMode) apply(es []CPUIDEntry) []CPUIDEntry {
+	if pm == nil {
+		return es
+	}
+	out := es[:0:0]
+	for _, e := range es {
+		if e.Function != ProtectedCPUIDSignature && e.Function != ProtectedCPUIDFeatures {
+			out = append(out, e)
+		}
+	}
+	sig := []byte(ProtectedSignature)
+	return append(out,
+		CPUIDEntry{Function: ProtectedCPUIDSignature, EAX: ProtectedCPUIDFeatures,
+			EBX: binary.LittleEndian.Uint32(sig[0:]), ECX: binary.LittleEndian.Uint32(sig[4:]), EDX: binary.LittleEndian.Uint32(sig[8:])},
+		CPUIDEntry{Function: ProtectedCPUIDFeatures, EAX: ProtectedFeatureGuest, EBX: uint32(pm.PVMemPort), ECX: pm.SwiotlbMiB})
 }

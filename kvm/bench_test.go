@@ -14,7 +14,7 @@ import (
 // real-mode guest loops on "out dx, al" (mov dx, 0x10; l: out dx, al;
 // jmp l). On the shadow-paging development host the guest loop itself is
 // emulated, so compare with the 5.0-5.5 us C floor for kernel-mode loops
-// (host-kvm.md).
+// (docs/host-kvm.md).
 func BenchmarkPIOExit(b *testing.B) {
 	g := newGuest(b, []byte{0xba, 0x10, 0x00, 0xee, 0xeb, 0xfd})
 	runtime.LockOSThread()

@@ -7,7 +7,7 @@ import (
 
 // Cap is a KVM capability number for KVM_CHECK_EXTENSION / KVM_ENABLE_CAP
 // (include/uapi/linux/kvm.h KVM_CAP_*). Numbers 230-244 are from the 6.18
-// header (shared doc kvm-memory-api.md §2); never add numbers claimed only by
+// header (docs/kvm-api.md §2); never add numbers claimed only by
 // unmerged series.
 type Cap uint32
 
@@ -58,6 +58,7 @@ const (
 	CapExceptionPayload    Cap = 164 // KVM_CAP_EXCEPTION_PAYLOAD
 	CapX86UserSpaceMSR     Cap = 188 // KVM_CAP_X86_USER_SPACE_MSR
 	CapDirtyLogRing        Cap = 192 // KVM_CAP_DIRTY_LOG_RING
+	CapSetGuestDebug2      Cap = 195 // KVM_CAP_SET_GUEST_DEBUG2 (returns the accepted KVM_GUESTDBG_* flags)
 	CapSregs2              Cap = 200 // KVM_CAP_SREGS2
 	CapExitHypercall       Cap = 201 // KVM_CAP_EXIT_HYPERCALL
 	CapBinaryStatsFD       Cap = 203 // KVM_CAP_BINARY_STATS_FD
@@ -76,7 +77,7 @@ const (
 
 // capNames maps every capability number of the mainline header to its
 // kernel name (0-223 from the 6.1 uapi header, 224-247 from the mainline
-// header cited in kvm-memory-api.md §2).
+// header, docs/kvm-api.md §2).
 var capNames = map[Cap]string{
 	0:   "KVM_CAP_IRQCHIP",
 	1:   "KVM_CAP_HLT",
@@ -379,6 +380,7 @@ var capDescriptions = map[Cap]string{
 	CapExceptionPayload:    "exception payloads in KVM_GET/SET_VCPU_EVENTS",
 	CapX86UserSpaceMSR:     "unhandled MSR accesses exit to userspace (KVM_EXIT_X86_RDMSR/WRMSR)",
 	CapDirtyLogRing:        "dirty page ring (value: maximum ring size in bytes)",
+	CapSetGuestDebug2:      "KVM_SET_GUEST_DEBUG flags this kernel accepts (value: KVM_GUESTDBG_* mask)",
 	CapSregs2:              "KVM_GET_SREGS2 / KVM_SET_SREGS2 (PDPTRs)",
 	CapExitHypercall:       "hypercalls exit to userspace as KVM_EXIT_HYPERCALL (value: mask of hypercall numbers, 1<<12 = KVM_HC_MAP_GPA_RANGE)",
 	CapBinaryStatsFD:       "KVM_GET_STATS_FD binary statistics",

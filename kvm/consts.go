@@ -116,7 +116,7 @@ func (e ExitReason) String() string {
 // of supported types is KVM_CHECK_EXTENSION(CapVMTypes).
 type VMType uint64
 
-// VM types (arch/x86/include/uapi/asm/kvm.h; kvm-memory-api.md §6).
+// VM types (arch/x86/include/uapi/asm/kvm.h; docs/kvm-api.md §6).
 const (
 	VMTypeDefault     VMType = 0 // KVM_X86_DEFAULT_VM
 	VMTypeSWProtected VMType = 1 // KVM_X86_SW_PROTECTED_VM (needs the TDP MMU)

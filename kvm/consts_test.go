@@ -27,6 +27,7 @@ func TestCapNames(t *testing.T) {
 		{CapDebugRegs, 50, "KVM_CAP_DEBUGREGS"},
 		{CapVCPUEvents, 41, "KVM_CAP_VCPU_EVENTS"},
 		{CapSetGuestDebug, 23, "KVM_CAP_SET_GUEST_DEBUG"},
+		{CapSetGuestDebug2, 195, "KVM_CAP_SET_GUEST_DEBUG2"},
 		{CapImmediateExit, 136, "KVM_CAP_IMMEDIATE_EXIT"},
 		{CapExitHypercall, 201, "KVM_CAP_EXIT_HYPERCALL"},
 		{CapUserMemory2, 231, "KVM_CAP_USER_MEMORY2"},
@@ -112,7 +113,7 @@ func TestVMTypeNames(t *testing.T) {
 }
 
 // TestABIConstants pins the values other packages rely on (kvm.h,
-// kvm_para.h, and kvm-memory-api.md §9).
+// kvm_para.h, and docs/kvm-api.md §8).
 func TestABIConstants(t *testing.T) {
 	tests := []struct {
 		name      string

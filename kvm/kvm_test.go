@@ -120,7 +120,7 @@ func TestVMCaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Before 6.18 the cap is absent (0); from 6.18 a default VM may use
-	// both MMAP and INIT_SHARED (kvm-memory-api.md §2.1).
+	// both MMAP and INIT_SHARED (docs/kvm-api.md §2.1).
 	if flags != 0 && flags != int(kvm.GuestMemfdFlagMMAP|kvm.GuestMemfdFlagInitShared) {
 		t.Errorf("GUEST_MEMFD_FLAGS on a default VM = %#x, want 0 or 3", flags)
 	}
@@ -406,7 +406,7 @@ func TestGuestMemfd(t *testing.T) {
 	if mem[dataGPA] != 0x77 {
 		t.Fatalf("host mapping sees %#x at %#x, want 0x77", mem[dataGPA], dataGPA)
 	}
-	// KVM rejects dirty logging on guest_memfd slots (kvm-memory-api.md §4.4).
+	// KVM rejects dirty logging on guest_memfd slots (docs/kvm-api.md §4.4).
 	err = vm.SetUserMemoryRegion2(kvm.UserspaceMemoryRegion2{
 		Slot: 1, Flags: kvm.MemGuestMemfd | kvm.MemLogDirtyPages, GuestPhysAddr: 0x100000, MemorySize: 0x1000,
 		UserspaceAddr: addrOf(mem), GuestMemfd: uint32(gfd), GuestMemfdOffset: 0x1000,

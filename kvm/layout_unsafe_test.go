@@ -6,7 +6,7 @@ import (
 )
 
 // Sizes and offsets from gcc on include/uapi/linux/kvm.h (6.1) and, for
-// the guest_memfd-era structs, kvm-memory-api.md §1 and §12.
+// the guest_memfd-era structs, docs/kvm-api.md §1.
 func TestStructSizes(t *testing.T) {
 	tests := []struct {
 		name string
@@ -159,7 +159,7 @@ func TestFieldOffsets(t *testing.T) {
 }
 
 // TestRunOffsets pins the kvm_run offsets used by the decoders (gcc on the
-// 6.1 header; memory_fault from kvm-memory-api.md §3.1).
+// 6.1 header; memory_fault from docs/kvm-api.md §3.1).
 func TestRunOffsets(t *testing.T) {
 	tests := []struct {
 		name      string

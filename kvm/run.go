@@ -281,7 +281,7 @@ func (r *Run) Hypercall() HypercallExit {
 
 // SetHypercallRet writes kvm_run.hypercall.ret, which KVM copies to the
 // guest's RAX when the vCPU re-enters: 0 for success or a negative KVM
-// error, e.g. HypercallErrno(KVMEINVAL) (kvm-memory-api.md §3.2).
+// error, e.g. HypercallErrno(KVMEINVAL) (docs/kvm-api.md §3.2).
 func (r *Run) SetHypercallRet(v uint64) { r.put64(RunOffHypercallRet, v) }
 
 // HypercallErrno returns the hypercall.ret value for KVM error code code

@@ -11,7 +11,7 @@ import (
 // beside Guest.Convert (docs/conversion.md, scripts/convbench): two backings
 // per RAM range, a shared one (memfd or hugetlb) and a private guest_memfd,
 // and on each conversion the side that is no longer in use is discarded
-// with fallocate(PUNCH_HOLE|KEEP_SIZE) (kvm-memory-api.md §8; QEMU's
+// with fallocate(PUNCH_HOLE|KEEP_SIZE) (docs/kvm-api.md §7; QEMU's
 // ram_block_discard_range in its guest_memfd conversion path). A hugetlb
 // shared side is never discarded, as QEMU does ("pre-allocated ... doesn't
 // need to be discarded"), which is where double allocation comes from.

@@ -81,3 +81,25 @@ func BenchmarkCheckShared1GiB(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDeviceStore16 is one used.idx publication (checked CAS).
+func BenchmarkDeviceStore16(b *testing.B) {
+	g := benchGuest(b, 16<<20)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if err := g.DeviceStore16(0x1002, uint16(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDeviceLoad16 is one avail.idx read (checked acquire load).
+func BenchmarkDeviceLoad16(b *testing.B) {
+	g := benchGuest(b, 16<<20)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := g.DeviceLoad16(0x1002); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

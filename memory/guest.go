@@ -3,15 +3,14 @@ package memory
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 )
 
 // Region maps Size bytes of guest physical memory at GPA onto Backend,
@@ -83,7 +82,8 @@ type regionState struct {
 // reading from the state check to the end of the copy. A device copy that
 // passed the check therefore finishes before any conversion of its pages
 // can start, and a conversion to private is visible to every device access
-// that starts after it returns. Read/Write (VMM side) take no lock.
+// that starts after it returns. The device atomics (memory/atomic_unsafe.go) hold
+// it the same way. Read/Write (VMM side) take no lock.
 type Guest struct {
 	regions []*regionState
 	size    uint64
@@ -95,12 +95,13 @@ type Guest struct {
 	harden hardening
 
 	log      *logrus.Entry
-	lastLog  atomic.Int64 // unix nanos of the last rate-limited log line
+	logLimit guestlog.Limiter // refused device accesses
 	ctr      counters
 	nPrivate atomic.Uint64
 
-	// testSkipDeviceCheck lets a test reach the hardened view with the
-	// software check bypassed, to prove the second line of defence.
+	// testSkipDeviceCheck lets a test reach the device mapping with the
+	// software check bypassed, to prove the second line of defence (the
+	// hardened view, the fault guard).
 	testSkipDeviceCheck bool
 }
 
@@ -128,13 +129,7 @@ func NewGuestWithOptions(opt GuestOptions, regions ...Region) (*Guest, error) {
 	if len(regions) == 0 {
 		return nil, fmt.Errorf("new guest: %w: no regions", ErrInvalid)
 	}
-	log := opt.Log
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
-	g := &Guest{policy: opt.Policy, log: log}
+	g := &Guest{policy: opt.Policy, log: guestlog.OrDiscard(opt.Log)}
 	switch opt.Policy {
 	case PolicyPreserve, PolicyZero:
 	default:
@@ -348,34 +343,14 @@ func (g *Guest) deviceCopy(gpa GPA, p []byte, write bool) (err error) {
 	}
 	g.mu.RLock()
 	defer g.mu.RUnlock()
-	if !g.testSkipDeviceCheck {
-		if err := g.checkShared(gpa, uint64(len(p))); err != nil {
-			if errors.Is(err, ErrPrivate) {
-				g.ctr.deviceRefused.Add(1)
-				g.rateLimitedLog(op+" refused", gpa, err)
-			}
-			return fmt.Errorf("%s: %w", op, err)
-		}
+	if err := g.deviceCheck(op, gpa, uint64(len(p))); err != nil {
+		return err
 	}
-	if g.harden.active {
-		// The view maps private pages PROT_NONE. Reaching one means the
-		// software check above was wrong; turn the fault into an error
-		// instead of killing the VMM.
-		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-		defer func() {
-			if r := recover(); r != nil {
-				g.ctr.deviceFaults.Add(1)
-				g.ctr.deviceRefused.Add(1)
-				err = fmt.Errorf("%s: %w: hardened view faulted at %v: %v", op, ErrPrivate, gpa, r)
-			}
-		}()
-	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer g.recoverFault(op, gpa, &err)
 	done := 0
 	return g.walk(gpa, uint64(len(p)), func(s span) error {
-		m := s.r.mem
-		if s.r.view != nil {
-			m = s.r.view
-		}
+		m := s.r.deviceMem()
 		if write {
 			done += copy(m[s.off:s.off+s.len], p[done:])
 		} else {
@@ -385,12 +360,50 @@ func (g *Guest) deviceCopy(gpa GPA, p []byte, write bool) (err error) {
 	})
 }
 
-// rateLimitedLog logs guest-triggerable events at most once per second.
-func (g *Guest) rateLimitedLog(msg string, gpa GPA, err error) {
-	now := time.Now().UnixNano()
-	last := g.lastLog.Load()
-	if now-last < int64(time.Second) || !g.lastLog.CompareAndSwap(last, now) {
+// deviceCheck is the software page-state check of every device access:
+// nil, or an error wrapping ErrOutOfRange or ErrPrivate (counted and logged
+// rate-limited). Called with mu held for reading.
+func (g *Guest) deviceCheck(op string, gpa GPA, n uint64) error {
+	if g.testSkipDeviceCheck {
+		return nil
+	}
+	if err := g.checkShared(gpa, n); err != nil {
+		if errors.Is(err, ErrPrivate) {
+			g.ctr.deviceRefused.Add(1)
+			g.logLimit.Warn(g.log.WithField("gpa", gpa), err, op+" refused")
+		}
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// deviceMem is the mapping device accesses go through: the hardened view
+// (private runs PROT_NONE) when it is active, else the VMM mapping.
+func (r *regionState) deviceMem() []byte {
+	if r.view != nil {
+		return r.view
+	}
+	return r.mem
+}
+
+// recoverFault turns a memory fault during a device access into the same
+// refused-access error as the software check (ErrPrivate). Every device
+// access runs with debug.SetPanicOnFault(true), so a SIGSEGV or SIGBUS on
+// guest RAM becomes a panic that this deferred call recovers: the hardened
+// view's PROT_NONE runs (reaching one means the software check was wrong),
+// and, once the kernel enforces private memory in guest_memfd, host access
+// to a private page (SIGBUS). Any other panic is not ours and goes on.
+func (g *Guest) recoverFault(op string, gpa GPA, err *error) {
+	r := recover()
+	if r == nil {
 		return
 	}
-	g.log.WithField("gpa", gpa).WithError(err).Warn(msg)
+	f, ok := r.(interface{ Addr() uintptr })
+	if !ok {
+		panic(r)
+	}
+	g.ctr.deviceFaults.Add(1)
+	g.ctr.deviceRefused.Add(1)
+	*err = fmt.Errorf("%s: %w: memory fault at host address %#x during the access at %v: %v", op, ErrPrivate, f.Addr(), gpa, r)
+	g.logLimit.Warn(g.log.WithField("gpa", gpa), *err, op+" faulted")
 }

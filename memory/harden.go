@@ -17,7 +17,7 @@ import (
 // got past the software check faults instead of reading guest secrets.
 // The same physical pages back both views: no copy, no allocation.
 //
-// Limits (memory-conversion.md, "Scale"): every boundary between a private
+// Limits (docs/conversion.md, "Optional hardening"; docs/host-kvm.md for vm.max_map_count): every boundary between a private
 // and a shared run splits the view into one more VMA, and the process may
 // hold at most vm.max_map_count VMAs (65530 by default). Adjacent runs of
 // the same protection are merged by the kernel (vma_merge), so the view of

@@ -6,13 +6,13 @@ set -euo pipefail
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
 	echo "setup: this is not a Debian-based system (no dpkg-query/apt-get)." >&2
 	echo "setup: install the equivalents of these Debian 12 packages yourself, then run 'make build' and 'go test ./...':" >&2
-	echo "setup:   binutils gdb e2fsprogs iproute2 cpio linux-source-6.1 bc flex bison libelf-dev libssl-dev make gcc xz-utils" >&2
+	echo "setup:   binutils gdb e2fsprogs iproute2 cpio linux-source-6.1 bc flex bison libelf-dev libssl-dev make gcc xz-utils ccache" >&2
 	exit 1
 fi
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in binutils gdb e2fsprogs iproute2 cpio \
-	linux-source-6.1 bc flex bison libelf-dev libssl-dev make gcc xz-utils; do
+	linux-source-6.1 bc flex bison libelf-dev libssl-dev make gcc xz-utils ccache; do
 	have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -2,12 +2,10 @@ package virtio
 
 import (
 	"errors"
-	"io"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 )
 
 // Device is a virtio device model, independent of the transport (§2, §3).
@@ -61,7 +59,7 @@ type Interrupt interface {
 }
 
 // Stats are the counters every device keeps. Guest misbehaviour is never
-// fatal; it is counted here and logged rate-limited.
+// fatal; it is counted here and logged through a guestlog.Limiter.
 type Stats struct {
 	Requests  atomic.Uint64 // chains completed
 	Bytes     atomic.Uint64 // payload bytes moved
@@ -69,11 +67,12 @@ type Stats struct {
 	Malformed atomic.Uint64 // malformed chains or requests
 	Private   atomic.Uint64 // requests refused because they touched a private page
 	Notifies  atomic.Uint64 // interrupts sent
+	Panics    atomic.Uint64 // device-model panics contained (see Recover)
 }
 
 // Snapshot is a plain copy of Stats.
 type Snapshot struct {
-	Requests, Bytes, Errors, Malformed, Private, Notifies uint64
+	Requests, Bytes, Errors, Malformed, Private, Notifies, Panics uint64
 }
 
 // Snapshot returns the current counter values.
@@ -85,56 +84,7 @@ func (s *Stats) Snapshot() Snapshot {
 		Malformed: s.Malformed.Load(),
 		Private:   s.Private.Load(),
 		Notifies:  s.Notifies.Load(),
-	}
-}
-
-// DiscardLog returns a logger that drops everything (the default for
-// libraries, see architecture.md "Logging with logrus").
-func DiscardLog() *logrus.Entry {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	l.SetLevel(logrus.PanicLevel)
-	return logrus.NewEntry(l)
-}
-
-// RateLimiter lets through at most one event per interval and counts the
-// rest, for log lines the guest can trigger (Firecracker's
-// "guest-triggerable log lines are rate-limited").
-type RateLimiter struct {
-	Interval time.Duration
-	mu       sync.Mutex
-	last     time.Time
-	dropped  uint64
-}
-
-// Allow reports whether to log now and how many events were suppressed
-// since the last allowed one.
-func (r *RateLimiter) Allow() (ok bool, suppressed uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	iv := r.Interval
-	if iv == 0 {
-		iv = time.Second
-	}
-	now := time.Now()
-	if now.Sub(r.last) < iv {
-		r.dropped++
-		return false, 0
-	}
-	r.last = now
-	s := r.dropped
-	r.dropped = 0
-	return true, s
-}
-
-// Warn logs msg with err at warning level, rate-limited.
-func (r *RateLimiter) Warn(log *logrus.Entry, err error, msg string) {
-	if ok, s := r.Allow(); ok {
-		e := log.WithError(err)
-		if s > 0 {
-			e = e.WithField("suppressed", s)
-		}
-		e.Warn(msg)
+		Panics:    s.Panics.Load(),
 	}
 }
 
@@ -167,7 +117,7 @@ func (k *Kicker) Take() uint64 { return k.pending.Swap(0) }
 // raced the re-arm is not left waiting). A malformed chain is counted in
 // s.Malformed, logged through rl, and skipped; a broken queue asks the
 // driver for a reset (DEVICE_NEEDS_RESET) and reports broken.
-func PopNext(q *Queue, c *Chain, a Activation, s *Stats, rl *RateLimiter, log *logrus.Entry) (ok, broken bool) {
+func PopNext(q *Queue, c *Chain, a Activation, s *Stats, rl *guestlog.Limiter, log *logrus.Entry) (ok, broken bool) {
 	for {
 		ok, err := q.Pop(c)
 		if err == nil {

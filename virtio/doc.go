@@ -11,7 +11,7 @@
 //
 // Transports live in sub-packages (virtio/pci); one sub-package per device
 // (virtio/blk, virtio/rng, virtio/console, virtio/net, virtio/vsock); a fake
-// driver for tests in virtio/virtiotest. This package never imports kvm or
-// vmm: interrupts leave through the Interrupt interface the transport
+// driver for tests in virtio/virtiotest. Of this module it imports only
+// memory and internal/guestlog, never kvm or vmm: interrupts leave through the Interrupt interface the transport
 // implements.
 package virtio

@@ -16,54 +16,41 @@ type GuestMemory interface {
 }
 
 // AtomicMemory is optionally implemented by a GuestMemory that can load and
-// compare-and-swap a naturally aligned 32-bit word of guest RAM with
-// sync/atomic. The queue uses it for the 16-bit ring indices (avail.idx,
-// used.idx, used_event, avail_event): Go has no 16-bit atomics, so the queue
-// operates on the aligned 32-bit word that contains the index.
+// store the 16-bit ring indexes (avail.idx, used.idx, the flags words,
+// used_event, avail_event) atomically. *memory.Guest does, under the same
+// page-state lock as its copies and on the hardened view when it is active:
+// the queue never touches guest RAM except through the GuestMemory methods.
 //
 // Why it matters: the driver writes avail.idx on another CPU while the device
 // reads it. A plain copy of two bytes (runtime memmove does byte moves for
 // 1–2 byte copies on amd64) can tear, and a plain store carries no release
-// ordering for the used elements written before it. sync/atomic loads are
-// acquire and its CAS is a full barrier (LOCK CMPXCHG on amd64), which is
-// exactly what §2.7.13 ("write the used element, then the index") and the
+// ordering for the used elements written before it. The loads are acquire
+// and the store a full barrier (LOCK CMPXCHG on amd64), which is exactly
+// what §2.7.13 ("write the used element, then the index") and the
 // event-index handshake (§2.7.7.2, a store-load fence between publishing
 // used.idx and reading used_event) need.
 //
-// Without it the queue falls back to DeviceRead/DeviceWrite of the aligned
-// word (amd64 memmove moves 4 aligned bytes with one MOVL, which does not
-// tear, but the Go memory model does not promise it).
+// Without it the queue falls back to DeviceRead/DeviceWrite of the two bytes
+// (for test doubles only).
 type AtomicMemory interface {
 	GuestMemory
-	// DeviceLoad32 atomically loads the 4-byte aligned little-endian word at gpa.
-	DeviceLoad32(gpa memory.GPA) (uint32, error)
-	// DeviceCompareAndSwap32 atomically replaces old with new at the 4-byte
-	// aligned gpa and reports whether it did.
-	DeviceCompareAndSwap32(gpa memory.GPA, old, new uint32) (bool, error)
+	// DeviceLoad16 atomically loads the 2-byte aligned little-endian value at gpa.
+	DeviceLoad16(gpa memory.GPA) (uint16, error)
+	// DeviceStore16 atomically stores v at the 2-byte aligned gpa with a
+	// full barrier, leaving the other bytes around it alone.
+	DeviceStore16(gpa memory.GPA, v uint16) error
 }
 
-// load16 reads the little-endian 16-bit value at gpa (2-byte aligned) through
-// an atomic load of the 32-bit word containing it.
 // scratch is a queue's small I/O buffer: byte slices handed to an interface
 // method escape, so reusing one keeps the hot path allocation-free.
 type scratch [8]byte
 
+// load16 reads the little-endian 16-bit ring index at gpa (2-byte aligned).
 func (s *scratch) load16(mem GuestMemory, am AtomicMemory, gpa memory.GPA) (uint16, error) {
-	word := gpa &^ 3
-	shift := uint(gpa&2) * 8
 	if am != nil {
-		w, err := am.DeviceLoad32(word)
-		if err != nil {
-			// The word may straddle the end of RAM or a private page even
-			// though the 2 bytes we need do not: fall back to the exact read.
-			return s.plainLoad16(mem, gpa)
-		}
-		return uint16(w >> shift), nil
+		return am.DeviceLoad16(gpa)
 	}
-	if err := mem.DeviceRead(word, s[:4]); err != nil {
-		return s.plainLoad16(mem, gpa)
-	}
-	return uint16(binary.LittleEndian.Uint32(s[:4]) >> shift), nil
+	return s.plainLoad16(mem, gpa)
 }
 
 func (s *scratch) plainLoad16(mem GuestMemory, gpa memory.GPA) (uint16, error) {
@@ -73,32 +60,16 @@ func (s *scratch) plainLoad16(mem GuestMemory, gpa memory.GPA) (uint16, error) {
 	return binary.LittleEndian.Uint16(s[:2]), nil
 }
 
-// store16 writes the little-endian 16-bit value v at gpa (2-byte aligned)
-// with a CAS on the containing 32-bit word, so the other half (which may be
-// driver-owned) is preserved and the store is a full barrier.
+// store16 writes the little-endian 16-bit ring index v at gpa (2-byte aligned).
 func (s *scratch) store16(mem GuestMemory, am AtomicMemory, gpa memory.GPA, v uint16) error {
-	word := gpa &^ 3
-	shift := uint(gpa&2) * 8
+	var err error
 	if am != nil {
-		// Bounded: the other half of the word changes only when the driver
-		// writes it, and it has no reason to do so repeatedly.
-		for range 64 {
-			old, err := am.DeviceLoad32(word)
-			if err != nil {
-				break
-			}
-			nw := old&^(0xffff<<shift) | uint32(v)<<shift
-			ok, err := am.DeviceCompareAndSwap32(word, old, nw)
-			if err != nil {
-				break
-			}
-			if ok {
-				return nil
-			}
-		}
+		err = am.DeviceStore16(gpa, v)
+	} else {
+		binary.LittleEndian.PutUint16(s[:2], v)
+		err = mem.DeviceWrite(gpa, s[:2])
 	}
-	binary.LittleEndian.PutUint16(s[:2], v)
-	if err := mem.DeviceWrite(gpa, s[:2]); err != nil {
+	if err != nil {
 		return fmt.Errorf("write ring index at %v: %w", gpa, err)
 	}
 	return nil

@@ -6,8 +6,8 @@ import (
 )
 
 // *memory.Guest is what the VMM passes: it must satisfy GuestMemory, and
-// HostMapper so that ring indices use real atomics (see atomic_unsafe.go).
+// AtomicMemory so that ring indexes use its checked atomics.
 var (
-	_ virtio.GuestMemory = (*memory.Guest)(nil)
-	_ virtio.HostMapper  = (*memory.Guest)(nil)
+	_ virtio.GuestMemory  = (*memory.Guest)(nil)
+	_ virtio.AtomicMemory = (*memory.Guest)(nil)
 )

@@ -140,9 +140,6 @@ func NewQueue(mem GuestMemory, cfg QueueConfig, features uint64) (*Queue, error)
 		return nil, err
 	}
 	am, _ := mem.(AtomicMemory)
-	if hm, ok := mem.(HostMapper); ok && am == nil {
-		am = mappedAtomics{hm}
-	}
 	return &Queue{
 		mem:      mem,
 		am:       am,
@@ -354,7 +351,7 @@ func (q *Queue) walk(c *Chain) (uint16, error) {
 // probe checks that every 4 KiB page of [gpa, gpa+n) is guest RAM the device
 // may access, by reading one byte of each page. Checking up front is what
 // lets a device fail a request touching a private page before it has read or
-// written anything else (memory-conversion.md "Isolation").
+// written anything else (docs/conversion.md, "What a conversion does", step 5).
 func (q *Queue) probe(gpa memory.GPA, n uint32) error {
 	if sc, ok := q.mem.(sharedChecker); ok {
 		return sc.CheckShared(gpa, uint64(n))
@@ -375,6 +372,24 @@ func (q *Queue) probe(gpa memory.GPA, n uint32) error {
 		}
 	}
 	return private
+}
+
+// CheckRings reports whether the device may access all three rings: nil,
+// or an error wrapping memory.ErrPrivate or memory.ErrOutOfRange. A
+// protected guest shares its rings before DRIVER_OK; rings still private
+// then mean the guest kernel does not know it must.
+func (q *Queue) CheckRings() error {
+	n := uint32(q.cfg.Size)
+	for _, r := range [...]struct {
+		name string
+		a    memory.GPA
+		size uint32
+	}{{"descriptor table", q.cfg.Desc, descSize * n}, {"avail ring", q.cfg.Avail, 6 + 2*n}, {"used ring", q.cfg.Used, 6 + 8*n}} {
+		if err := q.probe(r.a, r.size); err != nil {
+			return fmt.Errorf("%s at %v: %w", r.name, r.a, err)
+		}
+	}
+	return nil
 }
 
 // sharedChecker is implemented by *memory.Guest: one call checks a whole

@@ -385,26 +385,15 @@ func TestNeedEventWrap(t *testing.T) {
 
 // TestConcurrentRing runs the fake driver and the device on two goroutines
 // over one ring; with -race it checks that the index accesses are properly
-// synchronised (the 32-bit atomics) and that no element is lost, duplicated
-// or read before it is published.
+// synchronised (the ring-index atomics) and that no element is lost,
+// duplicated or read before it is published.
 func TestConcurrentRing(t *testing.T) {
-	t.Run("AtomicMemory", func(t *testing.T) { concurrentRing(t, false) })
-	t.Run("HostMapper", func(t *testing.T) { concurrentRing(t, true) })
-}
-
-func concurrentRing(t *testing.T, mapper bool) {
 	const size = 16
 	n := 20000
 	if testing.Short() {
 		n = 2000
 	}
 	mem, drv, q := setup(t, size, allFeatures)
-	if mapper {
-		var err error
-		if q, err = virtio.NewQueue(mapperMem{mem}, drv.Cfg, allFeatures); err != nil {
-			t.Fatal(err)
-		}
-	}
 	done := make(chan error, 1)
 	stop := make(chan struct{})
 	go func() { // device
@@ -517,21 +506,18 @@ func TestIndexAtomicsFallback(t *testing.T) {
 
 type plainMem struct{ m *virtiotest.Memory }
 
-// mapperMem offers the *memory.Guest method set (no AtomicMemory).
-type mapperMem struct{ m *virtiotest.Memory }
+// checkMem offers copies and CheckShared, no AtomicMemory.
+type checkMem struct{ m *virtiotest.Memory }
 
-func (p mapperMem) DeviceRead(g memory.GPA, b []byte) error  { return p.m.DeviceRead(g, b) }
-func (p mapperMem) DeviceWrite(g memory.GPA, b []byte) error { return p.m.DeviceWrite(g, b) }
-func (p mapperMem) CheckShared(g memory.GPA, n uint64) error { return p.m.CheckShared(g, n) }
-func (p mapperMem) Slice(g memory.GPA, n uint64) ([]byte, error) {
-	return p.m.Slice(g, n)
-}
+func (p checkMem) DeviceRead(g memory.GPA, b []byte) error  { return p.m.DeviceRead(g, b) }
+func (p checkMem) DeviceWrite(g memory.GPA, b []byte) error { return p.m.DeviceWrite(g, b) }
+func (p checkMem) CheckShared(g memory.GPA, n uint64) error { return p.m.CheckShared(g, n) }
 
 // TestPrivateProbePaths checks the page-state probe through each memory
 // flavour: CheckShared, and one-byte DeviceReads per page.
 func TestPrivateProbePaths(t *testing.T) {
 	for name, wrap := range map[string]func(*virtiotest.Memory) virtio.GuestMemory{
-		"checkshared": func(m *virtiotest.Memory) virtio.GuestMemory { return mapperMem{m} },
+		"checkshared": func(m *virtiotest.Memory) virtio.GuestMemory { return checkMem{m} },
 		"bytewise":    func(m *virtiotest.Memory) virtio.GuestMemory { return plainMem{m} },
 	} {
 		mem := virtiotest.NewMemory(1 << 20)

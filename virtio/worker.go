@@ -14,8 +14,9 @@ type Worker struct {
 
 // Start runs loop on a new goroutine with a fresh Kicker and a stop channel
 // that Stop closes. It returns false, starting nothing, if a loop is already
-// running.
-func (w *Worker) Start(loop func(k *Kicker, stop <-chan struct{})) bool {
+// running. A panic in loop is contained (Activation.Recover, counted in
+// s.Panics): the loop ends, the device asks for a reset, the VMM goes on.
+func (w *Worker) Start(a Activation, s *Stats, loop func(k *Kicker, stop <-chan struct{})) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stop != nil {
@@ -25,6 +26,7 @@ func (w *Worker) Start(loop func(k *Kicker, stop <-chan struct{})) bool {
 	w.kick, w.stop, w.done = k, stop, done
 	go func() {
 		defer close(done)
+		defer a.Recover(s, "worker")
 		loop(k, stop)
 	}()
 	return true

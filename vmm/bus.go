@@ -2,14 +2,18 @@ package vmm
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
 )
 
-// BusDevice is a device on the PIO or MMIO bus. off is the offset from the
-// base the device was registered at and len(data) the access size. A read
-// fills all of data. See docs/contracts.md.
+// BusDevice is a device on the PIO or MMIO bus, implemented structurally by
+// every port and MMIO device (vmm/devices/..., the virtio PCI transport).
+// off is the offset from the base the device was registered at; len(data)
+// is the access size (1, 2, 4 or 8; string I/O calls once per element);
+// vcpu is the index of the vCPU that made the access, on whose thread the
+// call runs. A read must fill all of data.
 type BusDevice interface {
 	BusRead(vcpu int, off uint64, data []byte)
 	BusWrite(vcpu int, off uint64, data []byte)
@@ -72,18 +76,37 @@ func (b *Bus) Register(name string, base, size uint64, dev BusDevice) error {
 }
 
 // Unregister removes the device registered at base.
-func (b *Bus) Unregister(base uint64) bool {
+func (b *Bus) Unregister(base uint64) bool { return b.unregister(base, nil) }
+
+// UnregisterDevice removes the registration at base only if it is dev's:
+// what a caller acting for the guest (a BAR move) uses, so that the guest
+// cannot remove another device's registration by naming its address.
+func (b *Bus) UnregisterDevice(base uint64, dev BusDevice) bool {
+	if dev == nil {
+		return false
+	}
+	return b.unregister(base, dev)
+}
+
+func (b *Bus) unregister(base uint64, dev BusDevice) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	old := *b.ranges.Load()
 	for i, r := range old {
-		if r.base == base {
+		if r.base == base && (dev == nil || sameDevice(r.dev, dev)) {
 			next := append(append([]busRange(nil), old[:i]...), old[i+1:]...)
 			b.ranges.Store(&next)
 			return true
 		}
 	}
 	return false
+}
+
+// sameDevice reports whether a and b are the same device value, without
+// the panic an == of two uncomparable dynamic types would raise.
+func sameDevice(a, b BusDevice) bool {
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	return ta == tb && ta != nil && ta.Comparable() && a == b
 }
 
 func (b *Bus) find(addr uint64) (busRange, bool) {

@@ -105,3 +105,32 @@ func TestBusRejectsOverlap(t *testing.T) {
 		t.Error("Unregister did not remove exactly once")
 	}
 }
+
+// sliceDev has an uncomparable dynamic type: == on it would panic.
+type sliceDev []byte
+
+func (sliceDev) BusRead(int, uint64, []byte)  {}
+func (sliceDev) BusWrite(int, uint64, []byte) {}
+
+func TestBusUnregisterDeviceOnlyOwn(t *testing.T) {
+	b := NewBus("mmio")
+	mine, other := &recDev{}, &recDev{}
+	if err := b.Register("other", 0x1000, 0x100, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Register("odd", 0x2000, 0x100, sliceDev{1}); err != nil {
+		t.Fatal(err)
+	}
+	if b.UnregisterDevice(0x1000, mine) || b.UnregisterDevice(0x2000, mine) || b.UnregisterDevice(0x1000, nil) {
+		t.Fatal("removed a registration that is not the caller's")
+	}
+	if b.UnregisterDevice(0x2000, sliceDev{1}) {
+		t.Fatal("an uncomparable device matched")
+	}
+	if len(b.Devices()) != 2 {
+		t.Fatalf("devices %v, want both still registered", b.Devices())
+	}
+	if !b.UnregisterDevice(0x1000, other) || len(b.Devices()) != 1 {
+		t.Fatalf("own registration not removed: %v", b.Devices())
+	}
+}

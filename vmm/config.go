@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/memory"
 )
 
@@ -27,11 +28,18 @@ type Config struct {
 	ZeroOnConvert bool
 	// Harden keeps a device view of guest RAM with private ranges mprotected.
 	Harden bool
+	// TestUserConversions lets the pvmem port accept conversions from guest
+	// user mode (CPL3). Only for tiny test and benchmark guests, which
+	// convert from CPL3 because kernel mode is emulated on some hosts; a
+	// real guest must never get it (any guest process could convert
+	// memory). No command-line flag sets it.
+	TestUserConversions bool
 
 	// CPUProfile names the CPUID profile ("host", "emulated"; "" = auto).
 	CPUProfile string
 
-	// Console receives the guest's serial output; ConsoleInput feeds it.
+	// Console receives the guest's serial output; Machine.SerialInputWait
+	// feeds its input.
 	Console io.Writer
 	// DebugCon receives port 0xe9 output (nil = Console).
 	DebugCon io.Writer
@@ -86,11 +94,7 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("unknown memory backend %q (want anon, memfd, hugetlb or guest_memfd)", c.MemoryBackend)
 	}
-	if c.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		c.Log = logrus.NewEntry(l)
-	}
+	c.Log = guestlog.OrDiscard(c.Log)
 	if c.KVMPath == "" {
 		c.KVMPath = "/dev/kvm"
 	}

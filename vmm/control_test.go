@@ -1,20 +1,26 @@
 package vmm
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/vmmgo/vmm/memory"
 )
 
-// request sends one control request and decodes the answer into v.
-func request(t *testing.T, path, req string, v any) {
+// request sends one control request line and decodes the reply's result
+// into v (when not nil).
+func request(t *testing.T, path, req string, v any) ControlReply {
 	t.Helper()
 	c, err := net.Dial("unix", path)
 	if err != nil {
@@ -24,15 +30,54 @@ func request(t *testing.T, path, req string, v any) {
 	if _, err := c.Write([]byte(req)); err != nil {
 		t.Fatal(err)
 	}
-	if err := json.NewDecoder(c).Decode(v); err != nil {
-		t.Fatalf("request %q: %v", req, err)
-	}
+	return readReply(t, bufio.NewReader(c), req, v)
 }
 
-func readSnapshot(t *testing.T, path string) Snapshot {
+func readReply(t *testing.T, r *bufio.Reader, req string, v any) ControlReply {
 	t.Helper()
-	var s Snapshot
-	request(t, path, "stats\n", &s)
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		t.Fatalf("request %q: %v (read %q)", req, err, line)
+	}
+	var raw struct {
+		ControlReply
+		Result json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(line, &raw); err != nil {
+		t.Fatalf("request %q: reply %q: %v", req, line, err)
+	}
+	if raw.API != ControlAPIVersion {
+		t.Fatalf("request %q: reply without api %d: %s", req, ControlAPIVersion, line)
+	}
+	if v != nil && raw.OK {
+		if err := json.Unmarshal(raw.Result, v); err != nil {
+			t.Fatalf("request %q: result %s: %v", req, raw.Result, err)
+		}
+	}
+	return raw.ControlReply
+}
+
+// serveAndRun serves m's control socket and runs m; done closes when Run
+// returns, cancel ends it.
+func serveAndRun(t *testing.T, m *Machine) (path string, stop func(), done chan struct{}, cancel func()) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "c.sock")
+	stop, err := m.ServeControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done = make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	return path, stop, done, cancel
+}
+
+func readSnapshot(t *testing.T, path string) Stats {
+	t.Helper()
+	var s Stats
+	if r := request(t, path, `{"op":"stats"}`+"\n", &s); !r.OK {
+		t.Fatalf("stats: %+v", r)
+	}
 	return s
 }
 
@@ -58,16 +103,9 @@ func TestControlSocket(t *testing.T) {
 		in %dx, %eax           # CONVERT: the read converts and returns the status
 		mov %eax, 0x300000
 	spin: jmp spin`)
-	path := filepath.Join(t.TempDir(), "stats.sock")
-	stop, err := m.ServeControl(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, stop, done, cancel := serveAndRun(t, m)
 	defer stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
-	var s Snapshot
+	var s Stats
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if s = readSnapshot(t, path); s.Pages.PrivatePages > 0 {
@@ -75,19 +113,24 @@ func TestControlSocket(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if s.State != "running" || s.Pages.PrivatePages != 16 || s.Pages.ToPrivate != 1 || s.Exits["KVM_EXIT_IO"] == 0 || s.Footprint.Size != 8<<20 || s.Backend != memory.KindMemfd {
+	if s.State != "running" || s.Pages.PrivatePages != 16 || s.Pages.ToPrivate != 1 || s.Exits["KVM_EXIT_IO"] == 0 || s.Footprint.SizeBytes != 8<<20 || s.MemoryBackend != string(memory.KindMemfd) {
 		t.Fatalf("snapshot while running: %+v\n%s", s, m.DumpState())
 	}
+	if s.UptimeSeconds <= 0 || s.MemoryBytes != 8<<20 || s.CPUs != 1 {
+		t.Errorf("snapshot: uptime %v, memory %d, cpus %d", s.UptimeSeconds, s.MemoryBytes, s.CPUs)
+	}
 	// pause, dump while paused, resume, unknown request, then stop.
-	var r ControlReply
-	if request(t, path, "pause\n", &r); !r.OK || !m.Parked(0) {
+	if r := request(t, path, `{"api":1,"id":7,"op":"pause"}`+"\n", nil); !r.OK || !m.Parked(0) || r.ID != float64(7) {
 		t.Fatalf("pause: %+v, parked %v", r, m.Parked(0))
 	}
-	if request(t, path, "dump\n", &r); !r.OK || !strings.Contains(r.Dump, "vcpu 0 state") || !strings.Contains(r.Dump, "private 16 pages") {
-		t.Fatalf("dump: %+v", r)
+	if s := readSnapshot(t, path); s.State != StatePaused {
+		t.Errorf("state while paused %q, want %q", s.State, StatePaused)
 	}
-	r = ControlReply{}
-	if request(t, path, "resume\n", &r); !r.OK {
+	var d Dump
+	if r := request(t, path, "dump\n", &d); !r.OK || !strings.Contains(d.Text, "vcpu 0 state") || !strings.Contains(d.Text, "private 16 pages") {
+		t.Fatalf("dump: %+v %q", r, d.Text)
+	}
+	if r := request(t, path, "resume\n", nil); !r.OK {
 		t.Fatalf("resume: %+v", r)
 	}
 	for deadline := time.Now().Add(5 * time.Second); m.Parked(0); time.Sleep(time.Millisecond) {
@@ -95,12 +138,16 @@ func TestControlSocket(t *testing.T) {
 			t.Fatal("vCPU still parked after resume")
 		}
 	}
-	r = ControlReply{}
-	if request(t, path, "reboot\n", &r); r.OK || !strings.Contains(r.Error, "unknown request") {
+	if s := readSnapshot(t, path); s.State != StateRunning {
+		t.Errorf("state after resume %q", s.State)
+	}
+	if r := request(t, path, "reboot\n", nil); r.OK || r.Error == nil || r.Error.Code != CtlErrUnknownOp {
 		t.Fatalf("unknown request: %+v", r)
 	}
-	r = ControlReply{}
-	if request(t, path, "stop\n", &r); !r.OK {
+	if r := request(t, path, `{"api":2,"op":"stats"}`+"\n", nil); r.OK || r.Error == nil || r.Error.Code != CtlErrUnsupported {
+		t.Fatalf("api 2: %+v", r)
+	}
+	if r := request(t, path, "stop\n", nil); !r.OK {
 		t.Fatalf("stop: %+v", r)
 	}
 	select {
@@ -141,30 +188,182 @@ func TestControlSocketRefusesOtherFiles(t *testing.T) {
 }
 
 func TestParseControl(t *testing.T) {
-	for in, want := range map[string]string{"stats\n": CtlStats, "\n": CtlStats, "": CtlStats, " pause \r\n": CtlPause, "stop": CtlStop} {
-		if got, err := ParseControl([]byte(in)); err != nil || got != want {
-			t.Errorf("ParseControl(%q) = %q, %v; want %q", in, got, err, want)
+	for in, want := range map[string]string{"stats\n": CtlStats, "\n": CtlStats, "": CtlStats, " pause \r\n": CtlPause, "stop": CtlStop,
+		`{"op":"info"}`: CtlInfo, `{"api":1,"id":"x","op":"dump"}` + "\n": CtlDump} {
+		if got, err := ParseControl([]byte(in)); err != nil || got.Op != want || got.API != ControlAPIVersion {
+			t.Errorf("ParseControl(%q) = %+v, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"reboot\n", "stats extra\n", strings.Repeat("x", 100)} {
-		if got, err := ParseControl([]byte(in)); err == nil {
-			t.Errorf("ParseControl(%q) = %q, want an error", in, got)
+	for in, code := range map[string]string{"reboot\n": CtlErrUnknownOp, "stats extra\n": CtlErrUnknownOp, strings.Repeat("x", 5000): CtlErrBadRequest,
+		`{"op":"stats","extra":1}`: CtlErrBadRequest, `{"op":"stats"} {}`: CtlErrBadRequest, `{"api":3,"op":"stats"}`: CtlErrUnsupported, `{"op":`: CtlErrBadRequest} {
+		if got, err := ParseControl([]byte(in)); err == nil || err.Code != code {
+			t.Errorf("ParseControl(%.40q) = %+v, %v; want error %s", in, got, err, code)
 		}
 	}
 }
 
 func FuzzParseControl(f *testing.F) {
-	for _, s := range []string{"stats\n", "pause\n", "", "\x00\xff", strings.Repeat("a", 70)} {
+	for _, s := range []string{"stats\n", "pause\n", "", "\x00\xff", strings.Repeat("a", 70), `{"api":1,"op":"stop","id":[1]}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		cmd, err := ParseControl(b)
-		if err == nil {
-			switch cmd {
-			case CtlStats, CtlDump, CtlPause, CtlResume, CtlStop:
-			default:
-				t.Fatalf("ParseControl(%q) accepted %q", b, cmd)
-			}
+		req, err := ParseControl(b)
+		if err == nil && !slices.Contains(ControlOps, req.Op) {
+			t.Fatalf("ParseControl(%q) accepted %q", b, req.Op)
+		}
+		if err != nil && err.Code == "" {
+			t.Fatalf("ParseControl(%q): error without a code", b)
 		}
 	})
+}
+
+// TestControlConcurrentClients: clients are served at once. A client that
+// connects and says nothing does not delay the others (it used to hold the
+// only server loop for 10 s), several clients get answers in parallel, and
+// one connection carries several requests.
+func TestControlConcurrentClients(t *testing.T) {
+	m := newRawMachine(t, smallConfig(memory.KindAnon), "spin: jmp spin")
+	path, stop, done, cancel := serveAndRun(t, m)
+	defer stop()
+	defer func() { cancel(); <-done }()
+
+	silent := make([]net.Conn, 3)
+	for i := range silent {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent[i] = c
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("unix", path)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			r := bufio.NewReader(c)
+			for _, op := range []string{"info", "stats", "stats"} {
+				fmt.Fprintf(c, `{"op":%q,"id":%d}`+"\n", op, i)
+				line, err := r.ReadBytes('\n')
+				if err != nil {
+					errs <- fmt.Sprintf("client %d %s: %v", i, op, err)
+					return
+				}
+				var rep ControlReply
+				if err := json.Unmarshal(line, &rep); err != nil || !rep.OK || rep.ID != float64(i) {
+					errs <- fmt.Sprintf("client %d %s: %s", i, op, line)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	// The bound is far above what 24 requests cost and far below the 10 s
+	// a silent client used to hold the server.
+	if el := time.Since(start); el > 3*time.Second {
+		t.Errorf("8 clients next to 3 silent ones took %v", el)
+	}
+	// The silent clients are still connected and still answered.
+	fmt.Fprintf(silent[0], "info\n")
+	silent[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	var info Info
+	if r := readReply(t, bufio.NewReader(silent[0]), "info", &info); !r.OK || info.API != ControlAPIVersion || !slices.Equal(info.Ops, ControlOps) {
+		t.Errorf("info on a late client: %+v %+v", r, info)
+	}
+	// stop closes every connection.
+	stop()
+	silent[1].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent[1].Read(make([]byte, 1)); err == nil {
+		t.Error("a connection survived stop")
+	}
+}
+
+// TestControlTooManyClients: past the bound a client is told so at once.
+func TestControlTooManyClients(t *testing.T) {
+	m := newRawMachine(t, smallConfig(memory.KindAnon), "hlt")
+	path := filepath.Join(t.TempDir(), "c.sock")
+	stop, err := m.ServeControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < maxControlClients; i++ {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		// A round trip makes sure the server counted it.
+		fmt.Fprintf(c, "info\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		readReply(t, bufio.NewReader(c), "info", nil)
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if r := readReply(t, bufio.NewReader(c), "(none)", nil); r.OK || r.Error == nil || r.Error.Code != CtlErrBusy {
+		t.Errorf("client %d: %+v, want busy", maxControlClients+1, r)
+	}
+}
+
+// TestStatsMirrorsCounters: the snake_case wire types carry every counter
+// of the internal ones (a counter added to memory.Stats, memory.Usage or
+// VirtioStats must be added to the API, and the schema regenerated).
+func TestStatsMirrorsCounters(t *testing.T) {
+	for _, tc := range []struct{ internal, wire any }{
+		{memory.Stats{}, PageStats{}},
+		{VirtioStats{}, VirtioCounters{}},
+	} {
+		it, wt := reflect.TypeOf(tc.internal), reflect.TypeOf(tc.wire)
+		for i := 0; i < it.NumField(); i++ {
+			f := it.Field(i)
+			w, ok := wt.FieldByName(f.Name)
+			if !ok || w.Type != f.Type {
+				t.Errorf("%s.%s (%s) is not in %s", it, f.Name, f.Type, wt)
+			}
+		}
+		if wt.NumField() != it.NumField() {
+			t.Errorf("%s has %d fields, %s %d", wt, wt.NumField(), it, it.NumField())
+		}
+	}
+	if n := reflect.TypeOf(memory.Usage{}).NumField(); n != reflect.TypeOf(FootprintStats{}).NumField() {
+		t.Errorf("memory.Usage has %d fields, FootprintStats %d", n, reflect.TypeOf(FootprintStats{}).NumField())
+	}
+	// Every JSON name is snake_case.
+	var check func(reflect.Type)
+	check = func(rt reflect.Type) {
+		for i := 0; i < rt.NumField(); i++ {
+			f := rt.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" || name != strings.ToLower(name) || strings.ContainsAny(name, "- ") {
+				t.Errorf("%s.%s: JSON name %q is not snake_case", rt, f.Name, name)
+			}
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
+				check(f.Type)
+			}
+		}
+	}
+	check(reflect.TypeOf(Stats{}))
 }

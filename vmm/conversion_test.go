@@ -15,7 +15,7 @@ import (
 )
 
 // End-to-end share/unshare with tiny guests (docs/pvmem.md,
-// memory-conversion.md). The guest sets up in kernel mode, drops to CPL3
+// docs/conversion.md). The guest sets up in kernel mode, drops to CPL3
 // with IOPL 3 (kernel mode is emulated on the development hosts, user mode
 // is native) and drives the pvmem port with request lists. At checkpoints
 // it writes to a test port; the host, on the vCPU thread while the guest
@@ -685,9 +685,13 @@ func needHugePages(t testing.TB, n uint64) {
 
 var allBackends = []memory.Kind{memory.KindAnon, memory.KindMemfd, memory.KindHugetlb, memory.KindGuestMemfd}
 
+// convConfig is a machine for the conversion guests, which drive pvmem
+// from CPL3 (native speed on hosts that emulate kernel mode): they need the
+// test-only TestUserConversions; TestPVMemCPLRule checks the default.
 func convConfig(t *testing.T, backend memory.Kind) Config {
 	cfg := smallConfig(backend)
 	cfg.Memory = 16 << 20
+	cfg.TestUserConversions = true
 	if backend == memory.KindHugetlb {
 		needHugePages(t, cfg.Memory/memory.HugePage2M)
 	}
@@ -1009,6 +1013,7 @@ func TestConversionCheckerboardAt8GiB(t *testing.T) {
 			cfg := smallConfig(memory.KindMemfd)
 			cfg.Memory = 8 << 30
 			cfg.Harden = harden
+			cfg.TestUserConversions = true // the guest converts from CPL3
 			cfg.Timeout = 120 * time.Second
 			P := memory.AttrPrivate
 			prog := &convProgram{steps: []convStep{

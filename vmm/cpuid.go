@@ -64,6 +64,7 @@ func (m *Machine) cpuidProfile(name string) (firmware.Profile, error) {
 	}
 	m.cpuProfileName = name
 	p.MapGPARange = m.hypercallExit
+	p.Protected = m.protectedMode(0) // LoadLinux refines ECX (protectedCmdline)
 	return p, nil
 }
 

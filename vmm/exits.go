@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/vmmgo/vmm/kvm"
-	"github.com/vmmgo/vmm/memory"
 	"github.com/vmmgo/vmm/vmm/x86emu"
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -43,13 +42,7 @@ func (v *vcpu) handleMemoryFault(mf *kvm.MemoryFaultError) bool {
 	} else {
 		v.lastFaultGPA, v.faultRepeat = ex.GPA, 1
 	}
-	start := ex.GPA &^ (memory.PageSize - 1)
-	end := (ex.GPA + max(ex.Size, 1) + memory.PageSize - 1) &^ (memory.PageSize - 1)
-	attrs := uint64(0)
-	if private {
-		attrs = memory.AttrPrivate
-	}
-	if _, err := v.m.mem.Convert(memory.ConvertRequest{GPA: memory.GPA(start), NPages: (end - start) / memory.PageSize, Attrs: attrs}); err != nil {
+	if err := v.m.memoryFaultConvert(v.id, ex.GPA, ex.Size, private); err != nil {
 		v.m.stop(Result{Outcome: OutcomeError, Detail: fmt.Sprintf("vcpu %d: memory fault at gpa %#x (size %#x, private=%v) outside guest RAM: %v", v.id, ex.GPA, ex.Size, private, err), Dump: v.dump()})
 		return false
 	}
@@ -59,9 +52,10 @@ func (v *vcpu) handleMemoryFault(mf *kvm.MemoryFaultError) bool {
 // handleInternalError handles KVM_EXIT_INTERNAL_ERROR. On hosts whose KVM
 // emulates guest kernel mode, int3 cannot be emulated: KVM stops on the 0xcc
 // byte. We do what the CPU would have done: advance RIP past it and inject
-// #BP (vector 3) so the guest's own handler runs (host-kvm.md). fwait gets
-// its own handler, the instructions of package x86emu the fallback
-// (fallback.go); anything else is reported precisely and stops the machine.
+// #BP (vector 3) so the guest's own handler runs (docs/host-kvm.md). fwait
+// gets its own handler, the instructions of package x86emu the fallback
+// (fallback.go, docs/emulation.md); anything else is reported precisely and
+// stops the machine.
 func (v *vcpu) handleInternalError() bool {
 	ie, err := v.run.InternalError()
 	if err != nil {

@@ -29,7 +29,7 @@ import (
 //     decoded by gdbstub.DebugRegs.StopEvent;
 //   - software breakpoints are int3 bytes in guest memory
 //     (gdbstub.SWBreakpoints) plus KVM_GUESTDBG_USE_SW_BP. On hosts whose
-//     KVM emulates guest kernel mode (docs host-kvm.md) an int3 at CPL0 is
+//     KVM emulates guest kernel mode (docs/host-kvm.md) an int3 at CPL0 is
 //     not executed at all: KVM_RUN fails with an emulation failure on the
 //     0xcc byte, which handleInternalError hands to onInt3.
 //
@@ -44,10 +44,6 @@ const debugStopTimeout = 5 * time.Second
 // for an attached gdb to receive the exit report ("W" packet) and hang up
 // before the server is torn down.
 const exitReportGrace = 2 * time.Second
-
-// capSetGuestDebug2 is KVM_CAP_SET_GUEST_DEBUG2 (kvm.h): the
-// KVM_GUESTDBG_* flags this kernel accepts.
-const capSetGuestDebug2 kvm.Cap = 195
 
 // ServeGDB starts the GDB remote-protocol stub on addr (tcp:HOST:PORT or
 // unix:PATH) for this machine. Call it after the machine is loaded (LoadRaw,
@@ -72,7 +68,7 @@ func (m *Machine) ServeGDB(ctx context.Context, addr string, wait bool) (func(),
 	}
 	t := &gdbTarget{m: m, log: m.log.WithField("component", "gdb")}
 	t.emulatedHost, _ = HostEmulatesKernelMode(m.cfg.KVMPath)
-	if flags, err := m.sys.CheckExtension(capSetGuestDebug2); err == nil && uint32(flags)&kvm.GuestDbgBlockIRQ != 0 {
+	if flags, err := m.sys.CheckExtension(kvm.CapSetGuestDebug2); err == nil && uint32(flags)&kvm.GuestDbgBlockIRQ != 0 {
 		// Steps do not wander into interrupt handlers (what gdb users
 		// expect of stepi in a kernel; QEMU does the same).
 		t.blockIRQ = true
@@ -439,13 +435,7 @@ func (t *gdbTarget) Stop() error {
 // holdSelf asks vCPU v, from its own thread, to park at the top of its
 // loop (pause.go) without waiting for it: the thread parks as soon as the
 // exit handler returns.
-func (v *vcpu) holdSelf() {
-	p := &v.m.parking
-	p.mu.Lock()
-	v.hold = true
-	v.holdFlag.Store(true)
-	p.mu.Unlock()
-}
+func (v *vcpu) holdSelf() { v.request(reqHold, false) }
 
 // stopped parks v and reports ev to the server. It runs on v's thread.
 func (t *gdbTarget) stopped(v *vcpu, ev gdbstub.StopEvent) {
@@ -489,7 +479,7 @@ func reinjectBP(v *vcpu) error {
 }
 
 // onInt3 handles an int3 that KVM could not emulate (an emulation failure
-// with RIP on the 0xcc byte, host-kvm.md). If the debugger planted it, the
+// with RIP on the 0xcc byte, docs/host-kvm.md). If the debugger planted it, the
 // vCPU stops with RIP on the breakpoint (GDB's swbreak semantics) and true
 // is returned; otherwise the caller injects #BP for the guest.
 func (t *gdbTarget) onInt3(v *vcpu) bool {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/tinyguest"
 	"github.com/vmmgo/vmm/memory"
 )
 
@@ -274,16 +275,7 @@ func TestGDBUserModeStep(t *testing.T) {
 	defer cancel()
 	cfg := smallConfig(memory.KindAnon)
 	cfg.Timeout = 60 * time.Second
-	m := newRawMachine(t, cfg, `
-		mov $0x7f000, %rax
-		push $0x23
-		push %rax
-		push $0x3002              # IOPL 3
-		push $0x1b
-		lea user(%rip), %rax
-		push %rax
-		iretq
-	user:
+	m := newRawMachine(t, cfg, tinyguest.EnterUserMode(0x7f000, "user")+`
 		inc %rcx                  # 3 bytes
 		jmp user`)
 	sock := t.TempDir() + "/gdb.sock"
@@ -324,7 +316,7 @@ func TestGDBUserModeStep(t *testing.T) {
 // TestGDBUserModeSoftwareBreakpoint plants an int3 in guest user mode. With
 // hardware virtualization KVM_GUESTDBG_USE_SW_BP makes the #BP exit to the
 // VMM (KVM_EXIT_DEBUG, exception 3). Hosts whose KVM emulates kernel mode
-// and runs user mode natively (host-kvm.md) do not intercept #BP at CPL3:
+// and runs user mode natively (docs/host-kvm.md) do not intercept #BP at CPL3:
 // the guest takes the exception itself (this guest has no IDT, so it
 // triple-faults). The test says so and skips there; kernel-mode software
 // breakpoints and hardware breakpoints work on such hosts (the tests above).

@@ -320,16 +320,7 @@ func TestExitCodeFromGuest(t *testing.T) {
 
 func TestUserModeGuest(t *testing.T) {
 	// Drop to CPL3 with IOPL 3 and do port I/O from user mode.
-	m := newRawMachine(t, smallConfig(memory.KindAnon), `
-		mov $0x7f000, %rax
-		push $0x23
-		push %rax
-		push $0x3002
-		push $0x1b
-		lea user(%rip), %rax
-		push %rax
-		iretq
-	user:
+	m := newRawMachine(t, smallConfig(memory.KindAnon), tinyguest.EnterUserMode(0x7f000, "user")+`
 		mov %cs, %ax
 		and $3, %eax
 		out %eax, $0xf4           # exit code = CPL`)
@@ -359,6 +350,9 @@ func TestPauseResume(t *testing.T) {
 	user:
 		incq (%rbx)
 		jmp user`)
+	if st := m.Snapshot().State; st != "created" {
+		t.Errorf("state before Run %q, want created", st)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan Result, 1)
@@ -386,11 +380,17 @@ func TestPauseResume(t *testing.T) {
 		return from
 	}
 	waitGrow([2]uint64{})
+	if st := m.Snapshot().State; st != "running" {
+		t.Errorf("state while running %q", st)
+	}
 	if err := m.Pause(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if !m.Parked(0) || !m.Parked(1) {
 		t.Fatal("vCPUs not parked after Pause")
+	}
+	if st := m.Snapshot().State; st != "paused" {
+		t.Errorf("state after Pause %q, want paused", st)
 	}
 	a := counters()
 	time.Sleep(50 * time.Millisecond)
@@ -407,6 +407,9 @@ func TestPauseResume(t *testing.T) {
 	if c := counters(); c[0] != a[0] || c[1] == a[1] {
 		t.Fatalf("after resuming vCPU 1 only: %v -> %v", a, c)
 	}
+	if st := m.Snapshot().State; st != "running" {
+		t.Errorf("state with one of two vCPUs parked %q, want running", st)
+	}
 	m.Resume()
 	waitGrow(counters())
 	// Stop while paused ends parked vCPUs too.
@@ -418,6 +421,9 @@ func TestPauseResume(t *testing.T) {
 	case res := <-done:
 		if res.Outcome != OutcomeStopped {
 			t.Fatalf("outcome %v", res.Outcome)
+		}
+		if st := m.Snapshot().State; st != OutcomeStopped.String() {
+			t.Errorf("state after the stop %q, want %q", st, OutcomeStopped)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("stop did not end parked vCPUs")

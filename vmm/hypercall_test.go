@@ -11,7 +11,7 @@ import (
 
 // The KVM_HC_MAP_GPA_RANGE transport (Documentation/virt/kvm/x86/hypercalls.rst
 // §8, api.rst §5 KVM_EXIT_HYPERCALL). On the development hosts vmcall never
-// exits (host-kvm.md), so these tests feed the VMM's exit handler synthetic
+// exits (docs/host-kvm.md), so these tests feed the VMM's exit handler synthetic
 // kvm_run pages built with kvm.NewRun + PutHypercall / PutMemoryFault.
 
 // hypercallMachine is a machine with more than 3 GiB of lazily populated
@@ -80,7 +80,14 @@ func TestMapGPARangeHypercall(t *testing.T) {
 		{"hypercall 13", 13, 0x300000, 1, P, retENOSYS, 0x300000, 2, 0},
 		{"hypercall 2^64-1", ^uint64(0), 0x300000, 1, P, retENOSYS, 0x300000, 2, 0},
 	}
+	var wantReq, wantRefused uint64
 	for _, c := range cases {
+		if c.want != retENOSYS {
+			wantReq++
+		}
+		if c.want == retEINVAL {
+			wantRefused++
+		}
 		before := mem.Stats()
 		v.run.PutHypercall(kvm.HypercallExit{Nr: c.nr, Args: [6]uint64{c.gpa, c.npages, c.attr}, Ret: 0x5555, Flags: kvm.HypercallExitLongMode})
 		if !v.handleExit() {
@@ -105,6 +112,9 @@ func TestMapGPARangeHypercall(t *testing.T) {
 		if after.PrivatePages != before.PrivatePages && c.want != 0 {
 			t.Errorf("%s: refused hypercall changed the private page count %d -> %d", c.name, before.PrivatePages, after.PrivatePages)
 		}
+	}
+	if c := m.Conversions(); c.Hypercall.Requests != wantReq || c.Hypercall.Refused != wantRefused || c.PVMemRegister.Requests+c.MemoryFault.Requests != 0 {
+		t.Errorf("hypercall transport counted %+v, want %d requests, %d refused", c.Hypercall, wantReq, wantRefused)
 	}
 	select {
 	case <-m.Done():
@@ -209,6 +219,18 @@ func TestMemoryFaultExitConverts(t *testing.T) {
 	case <-m.Done():
 		t.Fatalf("machine stopped: %+v", m.result)
 	default:
+	}
+	// Implicit conversions go through the same entry point as the guest's
+	// requests: counted under their own transport, and in the Guest's stats.
+	c := m.Conversions()
+	if c.MemoryFault.Requests != 4 || c.MemoryFault.Refused != 0 || c.MemoryFault.Pages != 5 || c.MemoryFault.TimeNS == 0 {
+		t.Errorf("memory-fault conversions counted %+v, want 4 requests changing 5 pages", c.MemoryFault)
+	}
+	if c.Hypercall.Requests != 0 || c.PVMemRegister.Requests != 0 || c.PVMemList.Requests != 0 {
+		t.Errorf("memory faults counted under another transport: %+v", c)
+	}
+	if s := mem.Stats(); s.ToPrivate != 3 || s.ToShared != 1 || s.PagesConverted != 5 {
+		t.Errorf("guest stats %+v", s)
 	}
 }
 

@@ -57,8 +57,8 @@ const (
 	PortCOM1      = 0x3f8 // 16550A, 8 ports, IRQ 4
 	PortACPIPMEvt = 0x600 // PM1a_EVT_BLK, 4 ports
 	PortACPIPMCnt = 0x604 // PM1a_CNT_BLK, 2 ports (S5 power-off)
-	PortPVMem     = 0xa50 // paravirtual share/unshare interface, 16 ports (docs/pvmem.md)
-	// PortPVPanic (0x505, pvpanic.go) is where Linux reports a panic.
+	PortPVMem     = 0xa50 // paravirtual share/unshare interface, 16 registers, 19 ports decoded (docs/pvmem.md)
+	// pvpanic.Port (0x505, vmm/devices/pvpanic) is where Linux reports a panic.
 	PortPCIConfig = 0xcf8 // PCI configuration mechanism #1, 8 ports
 	PortResetCtl  = 0xcf9 // reset control (inside the PCI config range: the PCI device forwards it)
 	PortTestExit  = 0xf4  // tiny-guest exit port, 4 ports (like QEMU isa-debug-exit)

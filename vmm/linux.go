@@ -13,6 +13,7 @@ import (
 	"github.com/vmmgo/vmm/vmm/devices/acpipm"
 	"github.com/vmmgo/vmm/vmm/devices/debugport"
 	"github.com/vmmgo/vmm/vmm/devices/i8042"
+	"github.com/vmmgo/vmm/vmm/devices/pvpanic"
 	"github.com/vmmgo/vmm/vmm/devices/rtc"
 	"github.com/vmmgo/vmm/vmm/devices/serial"
 )
@@ -83,7 +84,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		ResetPort: PortResetCtl, ResetValue: firmware.DefaultResetValue,
 		Serial:      []firmware.SerialPort{{Port: PortCOM1, IRQ: IRQCOM1}},
 		I8042:       true,
-		PVPanicPort: PortPVPanic,
+		PVPanicPort: pvpanic.Port,
 		PCI:         true, // host bridge PNP0A08 with the BAR window (vmm/virtio.go)
 		ECAM:        true,
 		PCIIRQ:      IRQPCI,
@@ -105,6 +106,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 	if profile.Emulated {
 		cmdline = emulatedHostCmdline(cmdline, lc.NoDefaultCmdline, m.log) // vmm/cmdline_defaults.go
 	}
+	cmdline, profile.Protected = m.protectedCmdline(cmdline)
 	fc := firmware.Config{Cmdline: cmdline, E820: e820, RSDPAddr: memory.GPA(rsdp), NoPVH: lc.NoPVH}
 	fc.Extract = lc.Extract == ExtractOn
 	if lc.Extract == ExtractAuto {
@@ -117,8 +119,11 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 		fc.Extract = false
 		bi, err = firmware.Load(m.mem, lc.Kernel, lc.Initrd, fc)
 	}
-	if err != nil {
+	if err != nil && strings.Contains(err.Error(), "RAM") { // too little guest RAM: say how to get more
 		return nil, fmt.Errorf("%w (guest RAM is %s: --memory)", err, formatSize(m.cfg.Memory))
+	}
+	if err != nil {
+		return nil, err
 	}
 	tables, err := m.writeBootTables(false)
 	if err != nil {
@@ -175,8 +180,8 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 // irqLine drives an ISA interrupt line of the in-kernel irqchip.
 func (m *Machine) irqLine(irq uint32) func(level bool) {
 	return func(level bool) {
-		if err := m.vm.IRQLine(irq, level); err != nil && m.convLimit.allow() {
-			m.log.WithError(err).WithField("irq", irq).Warn("KVM_IRQ_LINE failed")
+		if err := m.vm.IRQLine(irq, level); err != nil {
+			m.irqLimit.Warn(m.log.WithField("irq", irq), err, "KVM_IRQ_LINE failed")
 		}
 	}
 }
@@ -232,7 +237,9 @@ func (m *Machine) attachPlatform(lc LinuxConfig, vw *virtioWiring) error {
 		{"pci-config+reset", PortPCIConfig, 8, pciConfig},
 		{"post", PortPOST, 1, m.post},
 		{"debugcon", PortDebugCon, 1, debugport.NewConsole(dbg, log.WithField("device", "debugcon"))},
-		{"pvpanic", PortPVPanic, 1, pvpanicDevice{m}},
+		{"pvpanic", pvpanic.Port, 1, pvpanic.New(func(detail string) {
+			m.stop(Result{Outcome: OutcomePanic, Detail: detail})
+		})},
 	} {
 		if err := m.pio.Register(d.name, d.base, d.size, d.dev); err != nil {
 			return err

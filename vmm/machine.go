@@ -13,6 +13,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vmmgo/vmm/firmware"
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/kvm"
 	"github.com/vmmgo/vmm/memory"
 	"github.com/vmmgo/vmm/vmm/devices/debugport"
@@ -42,7 +43,15 @@ type Machine struct {
 	hypercallExit bool
 	// kvmEnforced is true when KVM itself enforces private memory.
 	kvmEnforced bool
-	convLimit   *rateLimiter
+	// convLimit throttles the log lines of refused guest conversions.
+	convLimit guestlog.Limiter
+	// irqLimit throttles the log lines of failing interrupt lines.
+	irqLimit guestlog.Limiter
+	// conv counts conversions by transport (conversion.go); the other two
+	// report a guest kernel without protected-guest support once.
+	conv               conversionCounters
+	unprotectedOnce    sync.Once
+	unprotectedDrivers atomic.Uint64
 
 	supportedCPUID []firmware.CPUIDEntry
 	cpuProfileName string // the CPUID profile in use (for error hints)
@@ -53,7 +62,7 @@ type Machine struct {
 	// debug is the GDB stub's hook into the vCPU loop, nil without --gdb.
 	debug debugger
 
-	parking parking
+	ctl vcpuControl // the vCPUs' control states (pause.go)
 
 	// Stop reasons: the first one wins.
 	stopOnce sync.Once
@@ -72,8 +81,8 @@ func New(cfg Config) (_ *Machine, err error) {
 		return nil, err
 	}
 	m := &Machine{cfg: cfg, log: cfg.Log, done: make(chan struct{}), stats: newExitStats(),
-		convLimit: newRateLimiter(10, time.Second)}
-	m.parking.init()
+		convLimit: guestlog.Limiter{Burst: 10}, irqLimit: guestlog.Limiter{Burst: 10}}
+	m.ctl.init()
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -81,15 +90,15 @@ func New(cfg Config) (_ *Machine, err error) {
 	}()
 	m.pio = NewBus("pio")
 	m.mmio = NewBus("mmio")
-	lim := newRateLimiter(10, time.Second)
+	lim := &guestlog.Limiter{Burst: 10}
 	m.pio.onMiss = func(vcpu int, addr uint64, size int, write bool) {
-		if lim.allow() {
-			m.log.WithFields(logrus.Fields{"vcpu": vcpu, "port": fmt.Sprintf("%#x", addr), "size": size, "write": write}).Debug("unhandled port access")
+		if ok, n := lim.Allow(); ok {
+			guestlog.Suppressed(m.log, n).WithFields(logrus.Fields{"vcpu": vcpu, "port": fmt.Sprintf("%#x", addr), "size": size, "write": write}).Debug("unhandled port access")
 		}
 	}
 	m.mmio.onMiss = func(vcpu int, addr uint64, size int, write bool) {
-		if lim.allow() {
-			m.log.WithFields(logrus.Fields{"vcpu": vcpu, "gpa": fmt.Sprintf("%#x", addr), "size": size, "write": write}).Debug("unhandled MMIO access")
+		if ok, n := lim.Allow(); ok {
+			guestlog.Suppressed(m.log, n).WithFields(logrus.Fields{"vcpu": vcpu, "gpa": fmt.Sprintf("%#x", addr), "size": size, "write": write}).Debug("unhandled MMIO access")
 		}
 	}
 
@@ -218,9 +227,8 @@ func (m *Machine) stop(r Result) {
 		m.result = r
 		close(m.done)
 		for _, v := range m.vcpus {
-			v.requestStop()
+			v.requestStop() // also wakes a parked vCPU
 		}
-		m.wakeParked()
 	})
 }
 

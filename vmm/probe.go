@@ -14,7 +14,7 @@ import (
 )
 
 // ProbeReport is what `vmm probe` prints: what this host's KVM offers the
-// project, and whether it emulates guest kernel mode (host-kvm.md).
+// project, and whether it emulates guest kernel mode (docs/host-kvm.md).
 type ProbeReport struct {
 	Path       string
 	APIVersion int
@@ -156,7 +156,7 @@ const (
 
 // emulatedTimes decides from the kernel-mode loop time: a dec+jnz
 // iteration takes about a nanosecond on any CPU that runs it natively and
-// about 500 ns under this host's emulator (host-kvm.md); 100 ns per
+// about 500 ns under this host's emulator (docs/host-kvm.md); 100 ns per
 // iteration separates them. The user-mode loop is not part of the decision:
 // on a loaded host it is the one most easily stretched by preemption, which
 // once made a 20x ratio test call an emulating host native. Preemption can

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // exitStats counts vCPU exits by reason (and by port for PIO), cheaply
@@ -56,34 +55,4 @@ func (s *exitStats) String() string {
 		fmt.Fprintf(&b, "  %-28s %d\n", k, snap[k])
 	}
 	return b.String()
-}
-
-// rateLimiter allows n events per period; guest-triggerable log lines go
-// through one so a misbehaving guest cannot flood the log.
-type rateLimiter struct {
-	mu     sync.Mutex
-	n      int
-	period time.Duration
-	start  time.Time
-	used   int
-	missed int
-}
-
-func newRateLimiter(n int, period time.Duration) *rateLimiter {
-	return &rateLimiter{n: n, period: period}
-}
-
-func (r *rateLimiter) allow() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if now.Sub(r.start) >= r.period {
-		r.start, r.used, r.missed = now, 0, 0
-	}
-	if r.used < r.n {
-		r.used++
-		return true
-	}
-	r.missed++
-	return false
 }

@@ -16,7 +16,8 @@ import (
 // locked to its OS thread for its whole life (KVM wants every vCPU ioctl from
 // one thread, and the kick signals that thread), and is the only one that
 // issues ioctls on the vCPU while it runs; other goroutines ask it for things
-// (stop, state dump) by setting a request and kicking it.
+// (stop, pause, state dump) by setting a request in its state word and
+// kicking it (pause.go).
 type vcpu struct {
 	m   *Machine
 	id  int
@@ -24,17 +25,8 @@ type vcpu struct {
 	run *kvm.Run
 	log *logrus.Entry
 
-	stopReq atomic.Bool
-	dumpReq chan chan string // answered by the vCPU thread
-	fence   atomic.Uint32    // a locked op: orders our immediate_exit store before request loads
-	alive   atomic.Bool      // the loop is running
-	started atomic.Bool      // the loop has begun (Run was called)
-	halted  atomic.Bool
-
-	// Parking (pause.go): hold and parked are guarded by Machine.parking.mu;
-	// holdFlag mirrors hold for a lock-free check on the exit path.
-	hold, parked bool
-	holdFlag     atomic.Bool
+	state   atomic.Uint32    // a vcpuState: phase, requests, halted (pause.go)
+	dumpReq chan chan string // the replies of reqDump, answered by the vCPU thread
 
 	counters [64]*atomic.Uint64 // per exit reason
 	other    *atomic.Uint64
@@ -59,19 +51,15 @@ func (m *Machine) newVCPU(id int) (*vcpu, error) {
 	return v, nil
 }
 
-// requestStop asks the vCPU to leave its loop, kicking it out of KVM_RUN.
-func (v *vcpu) requestStop() {
-	v.stopReq.Store(true)
-	if v.alive.Load() {
-		_ = v.cpu.Kick()
-	}
-}
+// requestStop asks the vCPU to leave its loop, kicking it out of KVM_RUN
+// (or out of park).
+func (v *vcpu) requestStop() { v.request(reqStop, true) }
 
 // requestDump returns the vCPU's state. A running vCPU is kicked and answers
 // from its own thread; a vCPU whose loop has ended is read directly.
 func (v *vcpu) requestDump(wait time.Duration) string {
-	if !v.alive.Load() || v.m.Parked(v.id) {
-		return v.dump()
+	if s := v.stateOf(); s.phase() != phaseRunning {
+		return v.dump() // not started, parked or ended: not in KVM_RUN
 	}
 	reply := make(chan string, 1)
 	select {
@@ -79,19 +67,23 @@ func (v *vcpu) requestDump(wait time.Duration) string {
 	default:
 		return fmt.Sprintf("vcpu %d: dump request queue full\n", v.id)
 	}
-	_ = v.cpu.Kick()
+	v.request(reqDump, true) // after the reply is queued: see serveRequests
 	select {
 	case s := <-reply:
 		return s
 	case <-time.After(wait):
-		if !v.alive.Load() {
+		if !v.stateOf().alive() {
 			return v.dump()
 		}
 		return fmt.Sprintf("vcpu %d: did not answer a state dump within %v (stuck in KVM_RUN?)\n", v.id, wait)
 	}
 }
 
+// serveRequests answers the queued dump requests. The bit is cleared
+// before the queue is drained, so a request queued after the drain leaves
+// the bit set for the next round.
 func (v *vcpu) serveRequests() {
+	v.state.And(^uint32(reqDump))
 	for {
 		select {
 		case reply := <-v.dumpReq:
@@ -106,10 +98,9 @@ func (v *vcpu) serveRequests() {
 func (v *vcpu) loop() {
 	runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
 	v.cpu.BindThread()
-	v.alive.Store(true)
-	v.started.Store(true)
+	v.setPhase(phaseRunning)
 	defer func() {
-		v.alive.Store(false)
+		v.setPhase(phaseExited)
 		v.serveRequests()
 	}()
 	defer func() {
@@ -122,19 +113,26 @@ func (v *vcpu) loop() {
 		}
 	}()
 	for {
-		v.serveRequests()
-		if v.held() {
-			v.park()
-		}
-		if v.stopReq.Load() {
-			v.completeIO()
-			return
+		if s := v.stateOf(); s&reqAny != 0 {
+			if s&reqDump != 0 {
+				v.serveRequests()
+			}
+			if s.mustPark() {
+				v.park()
+			}
+			if v.stateOf()&reqStop != 0 {
+				v.completeIO()
+				return
+			}
 		}
 		err := v.cpu.Run()
 		if err != nil {
 			if errors.Is(err, kvm.ErrInterrupted) {
 				v.cpu.SetImmediateExit(false)
-				v.fence.Add(1) // full barrier before re-reading the request flags
+				// A locked read-modify-write (a full barrier) before the
+				// state is read again: the request a kicker stored before
+				// it set immediate_exit is seen now that we cleared it.
+				v.state.Add(0)
 				continue
 			}
 			if errors.Is(err, unix.EAGAIN) {
@@ -216,12 +214,12 @@ func (v *vcpu) handleExit() bool {
 		}
 	case kvm.ExitHLT:
 		// Only without an in-kernel irqchip: nothing can wake this vCPU.
-		v.halted.Store(true)
+		v.state.Or(uint32(flagHalted))
 		if trace {
 			v.log.WithField("exit", "hlt").Trace("exit")
 		}
 		for _, o := range v.m.vcpus {
-			if !o.halted.Load() {
+			if o.stateOf()&flagHalted == 0 {
 				return false
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/kvm"
 	"github.com/vmmgo/vmm/virtio"
 	"github.com/vmmgo/vmm/virtio/pci"
@@ -117,7 +118,8 @@ func (w *virtioWiring) attach(reset BusDevice) (BusDevice, error) {
 		return nil, err
 	}
 	for i, dev := range w.devices {
-		pdev, err := bus.Add(dev, m.mem, pci.DeviceOptions{INTx: w.intx.input(i), IRQ: IRQPCI})
+		pdev, err := bus.Add(dev, m.mem, pci.DeviceOptions{INTx: w.intx.input(i), IRQ: IRQPCI,
+			AccessPlatform: m.cfg.PrivateMemory, GuestShares: m.guestShares, OnUnprotected: m.unprotectedDriver}) // conversion.go
 		if err != nil {
 			return nil, fmt.Errorf("virtio device %d (%s): %w", i, dev.Type(), err)
 		}
@@ -244,12 +246,18 @@ func (w *virtioWiring) readNotifier(pdev *pci.Device, n *queueNotifier) {
 func (w *virtioWiring) moveBAR(old, new pci.Region) error {
 	m := w.m
 	w.barMoves.Add(1)
-	m.mmio.Unregister(old.Addr)
+	// Only this BAR's own registration goes: after a move that failed
+	// (below), old.Addr is another device's range, or nobody's.
+	m.mmio.UnregisterDevice(old.Addr, old.Dev)
 	var errs []error
+	decoded := true
 	if err := m.mmio.Register(new.Name, new.Addr, new.Size, new.Dev); err != nil {
 		// The guest placed the BAR over another device: like a decode
-		// conflict on real hardware, the BAR is unreachable until moved.
+		// conflict on real hardware, the BAR is unreachable until moved,
+		// doorbells included (an ioeventfd there would steal the other
+		// device's writes).
 		errs = append(errs, err)
+		decoded = false
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -266,6 +274,9 @@ func (w *virtioWiring) moveBAR(old, new pci.Region) error {
 			}
 			if err := w.deassign(n); err != nil {
 				errs = append(errs, fmt.Errorf("queue %d: deassign ioeventfd: %w", n.q, err))
+			}
+			if !decoded {
+				continue
 			}
 			if err := w.assign(n, fn.pdev.NotifyAddr(n.q)); err != nil {
 				// The doorbell still works through the MMIO exit path.
@@ -401,7 +412,7 @@ type sharedLine struct {
 	mu         sync.Mutex
 	high       map[int]bool
 	assertions atomic.Uint64
-	errLimit   virtio.RateLimiter
+	errLimit   guestlog.Limiter
 }
 
 // input returns the INTx function of input id.

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/kvm"
 	"github.com/vmmgo/vmm/kvm/kvmtest"
 	"github.com/vmmgo/vmm/virtio"
@@ -23,7 +24,7 @@ func TestSharedLineWiredOR(t *testing.T) {
 	}
 	var calls []call
 	fail := false
-	l := &sharedLine{irq: 10, log: virtio.DiscardLog(), set: func(irq uint32, level bool) error {
+	l := &sharedLine{irq: 10, log: guestlog.Discard(), set: func(irq uint32, level bool) error {
 		calls = append(calls, call{irq, level})
 		if fail {
 			return errors.New("injected")
@@ -451,4 +452,56 @@ func BenchmarkMSIDelivery(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestBARMoveOverAnotherDevice: a guest that moves a BAR onto the ECAM or
+// onto another device's BAR gets an unreachable BAR (a decode conflict),
+// and moving it away again must not take the other registration with it.
+func TestBARMoveOverAnotherDevice(t *testing.T) {
+	f1, f2 := newFakeDevice(), newFakeDevice()
+	m, w, _ := wiredMachine(t, f1, f2)
+	devs := m.VirtioDevices()
+	lenAssigned := w.attached[1].notifiers[0].reg.Len
+	ecamID := func() uint32 { return uint32(mmioRead(m, LayoutECAM+1<<15, 4)) }
+	if id := ecamID(); id != 0x10441af4 {
+		t.Fatalf("ECAM reads %#x before any move", id)
+	}
+	firstBAR := devs[0].Region().Addr
+	pioConfigWrite32(m, 2, 4, 0x6)
+	move := func(to uint64) {
+		pioConfigWrite32(m, 2, 0x10, uint32(to))
+		pioConfigWrite32(m, 2, 0x14, uint32(to>>32))
+		if got := devs[1].Region().Addr; got != to {
+			t.Fatalf("BAR at %#x, want %#x", got, to)
+		}
+	}
+	for _, over := range []struct {
+		name    string
+		addr    uint64
+		check   func() bool
+		hasDoor bool // the address has a doorbell ioeventfd of its own
+	}{
+		{"ECAM", LayoutECAM, func() bool { return ecamID() == 0x10441af4 }, false},
+		{"slot 1's BAR", firstBAR, func() bool { return mmioRead(m, firstBAR+18, 2) == 2 }, true},
+	} {
+		move(over.addr)
+		if !over.check() {
+			t.Errorf("%s no longer decodes after a BAR was moved onto it", over.name)
+		}
+		if !over.hasDoor && ioeventfdAt(t, m.vm, over.addr+0x1000, lenAssigned) {
+			t.Errorf("the BAR moved onto %s put a doorbell ioeventfd there", over.name)
+		}
+		const away = 0xd0000000
+		move(away)
+		if !over.check() {
+			t.Errorf("%s lost its registration when the conflicting BAR moved away", over.name)
+		}
+		if nq := mmioRead(m, away+18, 2); nq != 2 {
+			t.Errorf("moved BAR does not decode at %#x after leaving %s: num_queues %d", uint64(away), over.name, nq)
+		}
+		if !ioeventfdAt(t, m.vm, away+0x1000, lenAssigned) {
+			t.Errorf("no doorbell ioeventfd at %#x after leaving %s", uint64(away), over.name)
+		}
+		move(LayoutPCIWindow + 0x8000) // somewhere else again, for the next round
+	}
 }

@@ -41,12 +41,19 @@ func cliDoc(t *testing.T) []byte {
 	for _, c := range commands() {
 		fmt.Fprintf(&b, "- [vmm %s](#vmm-%s): %s\n", c.name, c.name, c.summary)
 	}
+	b.WriteString("- [Equivalents: QEMU, Firecracker, Cloud Hypervisor](#equivalents-qemu-firecracker-cloud-hypervisor)\n")
+	b.WriteString("- [Config file](#config-file)\n- [Control API](control-api.md)\n")
+	writeEquivalents(&b)
+	writeConfigSection(t, &b)
 	section := func(title string, args ...string) {
 		code, out, errOut := run(t, args...)
 		if code != 0 {
 			t.Fatalf("vmm %s: exit %d, want 0\n%s%s", strings.Join(args, " "), code, out, errOut)
 		}
-		text := out + errOut // commands print their usage on stderr
+		if errOut != "" {
+			t.Fatalf("vmm %s wrote to stderr: %q", strings.Join(args, " "), errOut)
+		}
+		text := out
 		if !strings.HasPrefix(text, "Usage: vmm") && !strings.HasPrefix(text, "vmm VERSION") {
 			t.Fatalf("vmm %s: help does not start with a usage line:\n%s", strings.Join(args, " "), text)
 		}
@@ -57,6 +64,50 @@ func cliDoc(t *testing.T) []byte {
 		section("vmm "+c.name, c.name, "--help")
 	}
 	return b.Bytes()
+}
+
+// writeEquivalents renders the equivalents table (cmd/vmm/equivalents.go).
+func writeEquivalents(b *bytes.Buffer) {
+	b.WriteString("\n## Equivalents: QEMU, Firecracker, Cloud Hypervisor\n\n")
+	b.WriteString("What users of other VMMs type, and what `vmm boot` takes. ✓ marks a spelling `vmm boot`\n")
+	b.WriteString("accepts as it is (it sets the native flag, or is accepted with a note when it asks for what\n")
+	b.WriteString("vmm does anyway); QEMU spellings vmm cannot honour are refused with the native one.\n")
+	b.WriteString("Firecracker's `--config-file` JSON is read by `--config` (translated). TestEquivalents checks\n")
+	b.WriteString("every ✓ against the native column.\n\n")
+	b.WriteString("| what | QEMU | Firecracker | Cloud Hypervisor | vmm |\n|---|---|---|---|---|\n")
+	cell := func(s string, ok bool) string {
+		if s == "" {
+			return ""
+		}
+		if strings.HasPrefix(s, "(") {
+			return s
+		}
+		c := "`" + strings.ReplaceAll(s, "|", "\\|") + "`"
+		if ok {
+			c += " ✓"
+		}
+		return c
+	}
+	for _, e := range equivalents {
+		vmmCell := cell(e.vmm, false)
+		if e.vmm == "" {
+			vmmCell = "(nothing to say: accepted with a note)"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", e.what, cell(e.qemu, e.qemuOK), cell(e.firecracker, false), cell(e.cloudHV, e.chOK), vmmCell)
+	}
+}
+
+// writeConfigSection documents --config with a file --print-config wrote.
+func writeConfigSection(t *testing.T, b *bytes.Buffer) {
+	b.WriteString("\n## Config file\n\n")
+	b.WriteString("`vmm boot --config vm.json` reads the machine from a JSON file; `--print-config` prints the\n")
+	b.WriteString("machine the other flags describe as such a file, so\n\n")
+	b.WriteString("```sh\nvmm boot --kernel vmlinux --memory 1G --cpus 2 --disk root.img --rng --print-config > vm.json\nvmm boot --config vm.json            # the same machine (TestConfigRoundTrip)\nvmm boot --config vm.json --cpus 4   # flags override the file; --disk/--net add devices\n```\n\n")
+	b.WriteString("The keys are the flag names with `_` for `-`. The first command writes:\n\n```json\n")
+	b.WriteString(printConfig(t, "--kernel", "vmlinux", "--memory", "1G", "--cpus", "2", "--disk", "root.img", "--rng"))
+	b.WriteString("```\n\nA Firecracker config file (`boot-source`, `machine-config`, `drives`,\n")
+	b.WriteString("`network-interfaces`, `vsock`, `entropy`) is translated: `boot_args` is added after vmm's\n")
+	b.WriteString("default command line, and a drive with `is_root_device` adds `root=/dev/vdX`.\n")
 }
 
 // TestCLIDoc fails when docs/cli.md differs from the current --help output.
@@ -107,7 +158,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	}
 	// Commands with flags list each one.
 	for _, name := range []string{"boot", "run", "probe", "kunit"} {
-		_, _, help := run(t, name, "--help")
+		_, help, _ := run(t, name, "--help")
 		if !strings.Contains(help, "Flags:\n") || !strings.Contains(help, "  -kvm path") {
 			t.Errorf("vmm %s --help does not list its flags:\n%s", name, help)
 		}

@@ -7,8 +7,8 @@ import (
 	"os"
 	"sync"
 
+	"github.com/vmmgo/vmm/internal/termio"
 	"github.com/vmmgo/vmm/vmm"
-	"github.com/vmmgo/vmm/vmm/termio"
 )
 
 // attachConsole connects stdin to the guest's serial port.

@@ -214,7 +214,7 @@ func parseVsock(s string) (vsockSpec, error) {
 				return v, fmt.Errorf("cid=%s: want a number from 3 to 4294967295 (0-2 are reserved)", o[1])
 			}
 			v.cid = cid
-		case "path":
+		case "path", "socket": // socket= is Cloud Hypervisor's name
 			v.path = o[1]
 		default:
 			return v, fmt.Errorf("unknown option %q (want cid=N,path=PATH)", o[0])
@@ -321,7 +321,12 @@ func (f *deviceFlags) open(log *logrus.Entry, stdout io.Writer) (_ *openedDevice
 		case errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("--disk %s: no such file", d.path)
 		case err != nil && !d.readOnly && (errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS) || strings.Contains(err.Error(), "read-only")):
-			return nil, fmt.Errorf("--disk %s: %w (add ,readonly to attach it read-only)", d.path, err)
+			// blk's message already says what to do; say it once, in flag terms.
+			why := "not writable by this process"
+			if errors.Is(err, unix.EROFS) {
+				why = "on a read-only file system"
+			}
+			return nil, fmt.Errorf("--disk %s: the image is %s: add ,readonly to attach it read-only", d.path, why)
 		case err != nil:
 			return nil, fmt.Errorf("--disk %s: %w", d.path, err)
 		}

@@ -8,12 +8,14 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vmmgo/vmm/internal/guestimage"
+	"github.com/vmmgo/vmm/kvm"
 	"github.com/vmmgo/vmm/vmm"
-	"github.com/vmmgo/vmm/vmm/ktap"
 	"github.com/vmmgo/vmm/vmm/vmtest"
+	"github.com/vmmgo/vmm/vmm/vmtest/ktap"
 )
 
 // runKUnit implements `vmm kunit`: boot a kernel with KUnit enabled, print
@@ -21,10 +23,12 @@ import (
 // failed (other codes as for `vmm boot`).
 func runKUnit(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	fset := flag.NewFlagSet("kunit", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	fset.SetOutput(stdout)
 	kernel := fset.String("kernel", "", "kernel `file` with KUnit built in (default: the cached vmm guest kernel, built on first use)")
 	suite := fset.String("suite", "", "kunit.filter_glob: a `glob` over suite names, or suite.case (default: all built-in suites)")
-	timeout := fset.Duration("timeout", 10*time.Minute, "stop the guest after this `duration` and dump vCPU state")
+	timeoutV := seconds(10 * time.Minute)
+	fset.Var(&timeoutV, "timeout", "stop the guest after this `duration` (a bare number is seconds) and dump vCPU state")
+	timeout := (*time.Duration)(&timeoutV)
 	asJSON := fset.Bool("json", false, "print the parsed results as JSON on stdout (progress goes to stderr)")
 	cpus := fset.Int("cpus", 1, "number of vCPUs")
 	mem := fset.String("memory", "256M", "guest RAM `size`")
@@ -71,6 +75,12 @@ Flags:
 	stamp := func(format string, a ...any) {
 		fmt.Fprintf(progress, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
 	}
+	// Check the device before anything slow (a kernel build takes minutes).
+	if sys, err := kvm.Open(*kvmPath); err != nil {
+		return 1, err
+	} else {
+		sys.Close()
+	}
 	if *kernel == "" {
 		stamp("Finding the cached guest kernel (building it if needed)...")
 		k, err := guestimage.Kernel(ctx, stderr)
@@ -94,15 +104,19 @@ Flags:
 	}
 	p := ktap.NewParser()
 	pr := &kunitPrinter{stamp: stamp}
-	p.OnStart = pr.start
-	p.OnResult = pr.result
+	var prog *kunitProgress
+	p.OnStart = func(path []string, t *ktap.Test) { prog.printed(); pr.start(path, t) }
+	p.OnResult = func(path []string, t *ktap.Test) { prog.printed(); pr.result(path, t) }
 	filter := *suite
 	if filter == "" {
 		filter = "all suites"
 	}
 	stamp("Booting %s with KUnit (%s)...", *kernel, filter)
 	start := time.Now()
-	kr, err := vmtest.RunKUnit(ctx, opts, p, nil)
+	prog = newKUnitProgress(stamp, start)
+	stopProgress := prog.run(progressEvery)
+	kr, err := runKUnitGuest(ctx, opts, p, prog.line)
+	stopProgress()
 	if err != nil {
 		return 1, err
 	}
@@ -149,6 +163,88 @@ Flags:
 		fmt.Fprintf(stdout, "%s\n", b)
 	}
 	return code, nil
+}
+
+// runKUnitGuest boots the KUnit guest (a variable for tests).
+var runKUnitGuest = vmtest.RunKUnit
+
+// progressEvery is how long `vmm kunit` stays silent before it says what
+// the guest is doing.
+var progressEvery = 15 * time.Second
+
+// kunitProgress reports, on long silences, how long the guest has run and
+// the last line its console printed (the boot stage).
+type kunitProgress struct {
+	stamp func(format string, a ...any)
+	start time.Time
+
+	mu         sync.Mutex
+	last       string    // last console line
+	quietSince time.Time // last output of ours
+}
+
+func newKUnitProgress(stamp func(string, ...any), start time.Time) *kunitProgress {
+	return &kunitProgress{stamp: stamp, start: start, quietSince: start}
+}
+
+// line records a console line (vmtest's onLine).
+func (k *kunitProgress) line(l string) {
+	if l = strings.TrimSpace(l); l == "" {
+		return
+	}
+	k.mu.Lock()
+	k.last = l
+	k.mu.Unlock()
+}
+
+// printed notes that a result line was just printed.
+func (k *kunitProgress) printed() {
+	k.mu.Lock()
+	k.quietSince = time.Now()
+	k.mu.Unlock()
+}
+
+// run calls tick on a timer; the returned function stops it.
+func (k *kunitProgress) run(every time.Duration) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(every / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				k.tick(now, every)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// tick prints a progress line when nothing was printed for every: the
+// time since the boot started and the last console line (the boot stage).
+func (k *kunitProgress) tick(now time.Time, every time.Duration) {
+	k.mu.Lock()
+	quiet, last := now.Sub(k.quietSince), k.last
+	if quiet >= every {
+		k.quietSince = now
+	}
+	k.mu.Unlock()
+	if quiet < every {
+		return
+	}
+	stage := "no console output yet"
+	if last != "" {
+		if len(last) > 100 {
+			last = last[:100] + "..."
+		}
+		stage = "console: " + last
+	}
+	k.stamp("... %s in the guest; %s", now.Sub(k.start).Round(time.Second), stage)
 }
 
 // kunitPrinter prints results as kunit.py does, as they arrive.

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
@@ -96,8 +97,17 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		}
 		return code
 	}
-	fmt.Fprintf(stderr, "vmm: unknown command %q\n", args[0])
-	topUsage(stderr)
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	msg := fmt.Sprintf("vmm: unknown command %q", args[0])
+	if strings.HasPrefix(args[0], "-") {
+		msg = fmt.Sprintf("vmm: %s needs a command first (vmm boot %s ...)", args[0], args[0])
+	} else if s := suggest(args[0], names); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, " or "))
+	}
+	fmt.Fprintf(stderr, "%s\nRun 'vmm --help' for the commands.\n", msg)
 	return 2
 }
 
@@ -123,7 +133,7 @@ Exit codes:
 
 func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	if len(args) == 1 && (args[0] == "--help" || args[0] == "-help" || args[0] == "-h") {
-		io.WriteString(stderr, `Usage: vmm version
+		io.WriteString(stdout, `Usage: vmm version
 
 Prints the version of this vmm binary (set at build time by the Makefile
 from git describe; "dev" plus the VCS revision for a plain go build) and
@@ -134,6 +144,13 @@ the Go toolchain it was built with. 'vmm --version' is the same.
 	if len(args) > 0 {
 		return 2, usagef("version takes no arguments")
 	}
+	fmt.Fprintf(stdout, "vmm %s (%s)\n", versionString(), runtime.Version())
+	return 0, nil
+}
+
+// versionString is the build's version: the Makefile's, or "dev" plus the
+// VCS revision for a plain go build.
+func versionString() string {
 	v := version
 	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" {
 		for _, s := range bi.Settings {
@@ -141,11 +158,8 @@ the Go toolchain it was built with. 'vmm --version' is the same.
 				v += "+" + s.Value[:min(12, len(s.Value))]
 			}
 		}
-		fmt.Fprintf(stdout, "vmm %s (%s)\n", v, bi.GoVersion)
-		return 0, nil
 	}
-	fmt.Fprintf(stdout, "vmm %s\n", v)
-	return 0, nil
+	return v
 }
 
 // signalContext cancels on the first SIGINT/SIGTERM; a second one exits at

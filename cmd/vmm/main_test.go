@@ -25,7 +25,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{nil, "Usage: vmm COMMAND"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
-		{[]string{"boot"}, "--kernel is required"},
+		{[]string{"boot", "--kernel", "k", "--memory", "10K"}, "--memory 10K: guest RAM must be at least 2M"},
 		{[]string{"boot", "--kernel", "k", "--cpus", "0"}, "--cpus 0: must be between 1 and"},
 		{[]string{"boot", "--kernel", "k", "-smp", "999"}, "--cpus 999"},
 		{[]string{"boot", "--kernel", "k", "--memory", "lots"}, "--memory: size \"lots\""},
@@ -33,7 +33,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"boot", "--kernel", "k", "--hugepage-size", "4M"}, `--hugepage-size "4M"`},
 		{[]string{"boot", "--kernel", "k", "--cpu-profile", "fast"}, `--cpu-profile "fast"`},
 		{[]string{"boot", "--kernel", "k", "--console", "tty"}, `--console "tty"`},
-		{[]string{"boot", "--kernel", "k", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"boot", "--kernel", "k", "--bogus"}, "unknown flag --bogus"},
 		{[]string{"boot", "--kernel", "k", "extra"}, `unexpected argument "extra"`},
 		{[]string{"run"}, "--image is required"},
 		{[]string{"run", "--image", "x", "--addr", "zz"}, `--addr "zz"`},
@@ -52,9 +52,9 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("--help: exit %d, %q", code, out)
 	}
 	for _, sub := range []string{"boot", "run", "probe"} {
-		code, _, stderr := run(t, sub, "--help")
-		if code != 0 || !strings.Contains(stderr, "Usage: vmm "+sub) {
-			t.Errorf("%s --help: exit %d, %q", sub, code, stderr)
+		code, stdout, stderr := run(t, sub, "--help")
+		if code != 0 || !strings.Contains(stdout, "Usage: vmm "+sub) || stderr != "" {
+			t.Errorf("%s --help: exit %d, stdout %q, stderr %q", sub, code, stdout, stderr)
 		}
 	}
 	code, out, _ = run(t, "--version")

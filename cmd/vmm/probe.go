@@ -10,7 +10,7 @@ import (
 
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	path := fs.String("kvm", "/dev/kvm", "KVM device `path`")
 	fs.Usage = func() {
 		io.WriteString(fs.Output(), `Usage: vmm probe [--kvm PATH]
@@ -34,19 +34,4 @@ Flags:
 	}
 	_, err = r.WriteTo(stdout)
 	return 0, err
-}
-
-// parseFlags parses and rejects stray positional arguments; --help exits 0
-// through errHelp.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return errHelp
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	return nil
 }

@@ -13,7 +13,7 @@ import (
 
 func runRaw(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	var mf machineFlags
 	mf.register(fs, "64M")
 	image := fs.String("image", "", "raw guest image `file` (required)")

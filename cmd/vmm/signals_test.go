@@ -172,7 +172,7 @@ func TestSignalStopsRun(t *testing.T) {
 }
 
 // openPTY returns the master and slave of a new pseudo-terminal (as the
-// vmm/termio tests do, without a pty library).
+// internal/termio tests do, without a pty library).
 func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Helper()
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)

@@ -57,7 +57,7 @@ func TestStatsCommand(t *testing.T) {
 		}
 	}
 	c, js, _ := run(t, "stats", "--json", sock)
-	var s vmm.Snapshot
+	var s vmm.Stats
 	if c != 0 || json.Unmarshal([]byte(js), &s) != nil || s.CPUs != 1 {
 		t.Errorf("--json: exit %d, %q", c, js)
 	}

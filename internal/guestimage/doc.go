@@ -12,7 +12,7 @@
 //   - Initramfs, which builds scripts/guest-init as a static /init, writes an
 //     uncompressed newc cpio with u-root's cpio package (in-kernel
 //     decompression is emulated, hence slow, on no-VMX hosts; see
-//     docs host-kvm.md) and caches it as initramfs-<hash>.cpio.
+//     docs/host-kvm.md) and caches it as initramfs-<hash>.cpio.
 //
 // Both need the repository's source tree (scripts/ and the Go module) at run
 // time; it is found from VMM_SOURCE_DIR, the working directory or, failing

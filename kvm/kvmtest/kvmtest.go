@@ -1,6 +1,6 @@
 // Package kvmtest opens KVM for tests that need a real /dev/kvm.
 //
-// The rule it enforces (architecture.md, "tests in three tiers"): a test
+// The rule it enforces (docs/architecture.md, "Tests in three tiers"): a test
 // may skip only when the KVM device is absent. When the device exists but
 // is unusable (no permission, wrong API version, KVM_CREATE_VM failing),
 // the test fails, so that a broken CI host cannot pass silently.

@@ -35,7 +35,7 @@ func machine() string {
 		fmt.Fprintf(&sb, "- Kernel: Linux %s\n", strings.TrimSpace(string(data)))
 	}
 	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil {
-		fmt.Fprintf(&sb, "- KVM: kvm_pvm loaded (guest kernel mode is emulated, see host-kvm.md)\n")
+		fmt.Fprintf(&sb, "- KVM: kvm_pvm loaded (guest kernel mode is emulated, see docs/host-kvm.md)\n")
 	}
 	if out, err := exec.Command("free", "-h").Output(); err == nil {
 		fmt.Fprintf(&sb, "- `free -h`:\n\n```\n%s\n```\n", strings.TrimRight(string(out), "\n"))

@@ -14,5 +14,5 @@
 // it died of signal n, 127 if it could not be started.
 //
 // Guest user mode must be able to make system calls, so this only works on
-// hosts with hardware virtualization (see the shared docs, host-kvm.md).
+// hosts with hardware virtualization (docs/host-kvm.md).
 package main

@@ -37,6 +37,12 @@ CACHE_ROOT=${VMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vmm}
 SOURCE_PKG=linux-source-6.1
 SOURCE_TARBALL=${VMM_KERNEL_SOURCE:-/usr/src/linux-source-6.1.tar.xz}
 JOBS=${VMM_KERNEL_JOBS:-$(nproc)}
+# ccache, where installed, makes a rebuild after a small configuration or
+# patch change take minutes instead of a full build (make V=... unchanged).
+KMAKE=()
+if command -v ccache >/dev/null 2>&1; then
+	KMAKE=(CC="ccache gcc" HOSTCC="ccache gcc")
+fi
 APT_PACKAGES=(linux-source-6.1 bc flex bison libelf-dev libssl-dev gcc make
 	binutils xz-utils perl python3 util-linux)
 
@@ -167,10 +173,11 @@ replace_file() {
 
 # pristine_source extracts the tarball once per source version and prints the
 # tree's path. Build trees are hard-linked copies of it.
+pristine_dir() { echo "$CACHE_ROOT/src/$(source_version | tr -c 'A-Za-z0-9.+\n-' '_')"; }
+
 pristine_source() {
-	local ver_id dir tmp
-	ver_id=$(source_version | tr -c 'A-Za-z0-9.+\n-' '_')
-	dir="$CACHE_ROOT/src/$ver_id"
+	local dir tmp
+	dir=$(pristine_dir)
 	if [[ ! -f $dir/Makefile ]]; then
 		say "extracting $SOURCE_TARBALL"
 		mkdir -p "$CACHE_ROOT/src"
@@ -186,6 +193,27 @@ pristine_source() {
 	echo "$dir"
 }
 
+# write_gdbinit writes $1/vmlinux-gdb.gdb for gdb's source lines: the
+# build tree the DWARF names is deleted after the build, so gdb is pointed
+# at the pristine source ($2) instead, and first at $1/src, which holds the
+# files the recipe adds or patches (docs/debugging.md).
+write_gdbinit() {
+	local out=$1 src=$2 build_dir
+	build_dir=$( (readelf --debug-dump=info "$out/vmlinux" 2>/dev/null || true) |
+		grep -m1 DW_AT_comp_dir | sed 's/.*: //') || true
+	if [[ -z $build_dir ]]; then
+		say "vmlinux names no build directory (no DWARF?): no gdb source paths"
+		return 0
+	fi
+	{
+		echo "# Source paths for gdb, written by scripts/guest-kernel/build.sh:"
+		echo "#   gdb -x $out/vmlinux-gdb.gdb $out/vmlinux"
+		echo "# (or let gdb load it: add-auto-load-safe-path $out)"
+		if [[ -d $out/src ]]; then echo "directory $out/src"; fi
+		echo "set substitute-path $build_dir $src"
+	} | replace_file "$out/vmlinux-gdb.gdb"
+}
+
 build() {
 	local key=$1 out=$2 tmp src tree log t0
 	tmp=$(mktemp -d "$CACHE_ROOT/.kernel-$key.XXXXXX")
@@ -195,7 +223,14 @@ build() {
 	mkdir -p "$tmp/out"
 	key_material >"$tmp/out/key.txt"
 	src=$(pristine_source)
-	tree="$tmp/linux"
+	# One fixed build path (under a lock shared by all keys): compiler caches
+	# hit across builds and the DWARF in vmlinux names a stable directory
+	# (docs/debugging.md: gdb source lines).
+	tree="$CACHE_ROOT/build/linux"
+	exec 7>"$CACHE_ROOT/.kernel-build.lock"
+	flock 7
+	rm -rf "$tree"
+	mkdir -p "$CACHE_ROOT/build"
 	say "preparing build tree $tree"
 	cp -al "$src" "$tree" 2>/dev/null || cp -a "$src" "$tree"
 
@@ -215,22 +250,34 @@ build() {
 	t0=$(date +%s)
 	say "make tinyconfig + config.fragment + olddefconfig"
 	{
-		make -C "$tree" tinyconfig
+		make -C "$tree" "${KMAKE[@]}" tinyconfig
 		(cd "$tree" && KCONFIG_CONFIG=.config scripts/kconfig/merge_config.sh -m .config "$INPUT_DIR/config.fragment")
-		make -C "$tree" olddefconfig
+		make -C "$tree" "${KMAKE[@]}" olddefconfig
 	} >>"$log" 2>&1 || { tail -n 30 "$log" >&2; die "configuration failed (see $log)"; }
 	fragment_check "$tree/.config" || die "config.fragment not fully applied (see above)"
 	say "config verified: all $(grep -cE '^(CONFIG_|# CONFIG_.* is not set)' "$INPUT_DIR/config.fragment") fragment options set as asked"
 
 	say "make -j$JOBS vmlinux bzImage (log: $log)"
 	# Progress: kbuild's one-line-per-step output on stderr, everything in the log.
-	if ! make -C "$tree" -j"$JOBS" vmlinux bzImage 2>&1 | tee -a "$log" >&2; then
+	if ! make -C "$tree" "${KMAKE[@]}" -j"$JOBS" vmlinux bzImage 2>&1 | tee -a "$log" >&2; then
 		die "kernel build failed (see $log)"
 	fi
 	say "kernel built in $(($(date +%s) - t0))s"
 
 	cp "$tree/vmlinux" "$tree/System.map" "$tree/.config" "$tmp/out/"
 	cp "$tree/arch/x86/boot/bzImage" "$tmp/out/bzImage"
+	# What gdb cannot find in the pristine source: files added or patched.
+	local f
+	for f in lib/vmm_kunit_test.c $(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$INPUT_DIR"/patches/*.patch 2>/dev/null); do
+		[[ -f $tree/$f ]] || continue
+		mkdir -p "$tmp/out/src/$(dirname "$f")"
+		cp "$tree/$f" "$tmp/out/src/$f"
+	done
+	if [[ ${VMM_KERNEL_KEEP_WORK:-} == 1 ]]; then
+		write_gdbinit "$tmp/out" "$CACHE_ROOT/work-kernel-$key" # the tree itself, kept below
+	else
+		write_gdbinit "$tmp/out" "$src"
+	fi
 	if grep -qx CONFIG_PVH=y "$tree/.config"; then
 		readelf -n "$tmp/out/vmlinux" | grep -q 'Xen.*0x00000012' ||
 			die "CONFIG_PVH=y but vmlinux has no XEN_ELFNOTE_PHYS32_ENTRY (0x12) note"
@@ -248,6 +295,7 @@ build() {
 		mv "$tree" "$CACHE_ROOT/work-kernel-$key"
 		say "kept build tree in $CACHE_ROOT/work-kernel-$key"
 	fi
+	rm -rf "$tree"
 	rm -rf "$out"
 	mv "$tmp/out" "$out"
 	rm -rf "$tmp"
@@ -271,6 +319,16 @@ if source_version >/dev/null 2>&1; then
 	out="$CACHE_ROOT/kernel-$(cache_key)"
 	if complete "$out"; then
 		say "cache hit"
+		# Entries built before the gdb file existed get it now.
+		if [[ ! -f $out/vmlinux-gdb.gdb ]]; then
+			work="$CACHE_ROOT/work-${out##*/}" # a build tree kept with VMM_KERNEL_KEEP_WORK=1
+			src=$(pristine_dir) # not extracted here: a cache hit stays fast
+			if [[ -d $work ]]; then
+				write_gdbinit "$out" "$work"
+			elif [[ -f $src/Makefile ]]; then
+				write_gdbinit "$out" "$src"
+			fi
+		fi
 		echo "$out"
 		exit 0
 	fi

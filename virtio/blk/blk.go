@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/virtio"
 )
 
@@ -71,7 +72,7 @@ type Device struct {
 	punch    bool // FALLOC_FL_PUNCH_HOLE works
 	zero     bool // FALLOC_FL_ZERO_RANGE works
 	log      *logrus.Entry
-	rl       virtio.RateLimiter
+	rl       guestlog.Limiter
 
 	w      virtio.Worker
 	buf    []byte
@@ -120,10 +121,7 @@ func Open(cfg Config) (*Device, error) {
 		f.Close()
 		return nil, fmt.Errorf("virtio-blk: size of %s: %w", cfg.Path, err)
 	}
-	log := cfg.Log
-	if log == nil {
-		log = virtio.DiscardLog()
-	}
+	log := guestlog.OrDiscard(cfg.Log)
 	d := &Device{cfg: cfg, f: f, size: uint64(end) &^ (SectorSize - 1), log: log.WithField("device", "virtio-blk")}
 	if uint64(end)%SectorSize != 0 {
 		d.log.WithField("path", cfg.Path).Warn("image size is not a multiple of 512; the tail is not visible")
@@ -217,7 +215,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 		return errors.New("virtio-blk: already active")
 	}
 	a.Queues[0].SetMaxChainBytes(maxChain)
-	if !d.w.Start(func(k *virtio.Kicker, stop <-chan struct{}) { d.run(a, k, stop) }) {
+	if !d.w.Start(a, &d.Stats, func(k *virtio.Kicker, stop <-chan struct{}) { d.run(a, k, stop) }) {
 		return errors.New("virtio-blk: already active")
 	}
 	return nil

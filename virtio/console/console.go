@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/virtio"
 )
 
@@ -119,7 +120,7 @@ type chunk struct {
 // Device is a virtio console.
 type Device struct {
 	log   *logrus.Entry
-	rl    virtio.RateLimiter
+	rl    guestlog.Limiter
 	ports []*port
 	in    chan chunk
 	quit  chan struct{}  // closed by Close: readers stop handing over input
@@ -135,10 +136,7 @@ type Device struct {
 // New creates the console. Reader goroutines start at once and live until
 // Close (one reading cfg.In cannot be interrupted; it ends at EOF).
 func New(cfg Config) (*Device, error) {
-	log := cfg.Log
-	if log == nil {
-		log = virtio.DiscardLog()
-	}
+	log := guestlog.OrDiscard(cfg.Log)
 	d := &Device{log: log.WithField("device", "virtio-console"), in: make(chan chunk, 16), quit: make(chan struct{})}
 	out := cfg.Out
 	if out == nil {
@@ -277,7 +275,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 		p.guestOpen, p.ready = p.console, false
 	}
 	w := &worker{d: d, a: a, multi: a.Features&FMultiport != 0 && len(a.Queues) > 3}
-	d.w.Start(w.run)
+	d.w.Start(a, &d.Stats, w.run)
 	return nil
 }
 

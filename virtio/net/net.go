@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/virtio"
 )
 
@@ -62,7 +63,7 @@ type Device struct {
 	mac      stdnet.HardwareAddr
 	features uint64
 	log      *logrus.Entry
-	rl       virtio.RateLimiter
+	rl       guestlog.Limiter
 
 	mu      sync.Mutex
 	rxKick  *virtio.Kicker
@@ -137,9 +138,7 @@ func New(be Backend, offloads uint64, mac stdnet.HardwareAddr, log *logrus.Entry
 	if mac != nil && len(mac) != 6 {
 		return nil, fmt.Errorf("virtio-net: MAC %v is not 6 bytes", mac)
 	}
-	if log == nil {
-		log = virtio.DiscardLog()
-	}
+	log = guestlog.OrDiscard(log)
 	f := virtio.CommonFeatures | FStatus | offloads
 	if mac != nil {
 		f |= FMAC
@@ -258,6 +257,7 @@ func (d *Device) broken(a virtio.Activation, err error) {
 // tx serves the transmit queue (§5.1.6.2).
 func (d *Device) tx(a virtio.Activation, k *virtio.Kicker, stop chan struct{}) {
 	defer d.wg.Done()
+	defer a.Recover(&d.Stats, "tx")
 	for {
 		select {
 		case <-stop:
@@ -345,6 +345,7 @@ func (d *Device) send(a virtio.Activation, c *virtio.Chain) {
 // rx moves frames from the backend into receive buffers (§5.1.6.3).
 func (d *Device) rx(a virtio.Activation, k *virtio.Kicker, stop chan struct{}) {
 	defer d.wg.Done()
+	defer a.Recover(&d.Stats, "rx")
 	q := a.Queues[0]
 	for {
 		n, err := d.be.Read(d.rxBuf)

@@ -8,10 +8,12 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/virtio"
 )
 
-// BusDevice is a device on the VMM's PIO or MMIO bus (docs/contracts.md).
+// BusDevice is a device on the VMM's PIO or MMIO bus; the same method set
+// as vmm.BusDevice, declared here so that virtio never imports vmm.
 type BusDevice interface {
 	BusRead(vcpu int, off uint64, data []byte)
 	BusWrite(vcpu int, off uint64, data []byte)
@@ -82,10 +84,7 @@ func NewBus(opt Options) (*Bus, error) {
 	if opt.WindowSize == 0 || opt.WindowBase+opt.WindowSize < opt.WindowBase {
 		return nil, fmt.Errorf("pci: invalid MMIO window %#x+%#x", opt.WindowBase, opt.WindowSize)
 	}
-	log := opt.Log
-	if log == nil {
-		log = virtio.DiscardLog()
-	}
+	log := guestlog.OrDiscard(opt.Log)
 	b := &Bus{opt: opt, log: log, next: opt.WindowBase}
 	b.fns[0] = newHostBridge()
 	return b, nil
@@ -141,6 +140,22 @@ type DeviceOptions struct {
 	// Vectors is the MSI-X table size; 0 means one per queue plus one for
 	// configuration changes.
 	Vectors int
+	// AccessPlatform offers VIRTIO_F_ACCESS_PLATFORM and requires it: for a
+	// protected guest (all RAM private at boot), whose driver must use the
+	// platform's DMA API (swiotlb in shared memory). A driver that does not
+	// accept it gets FEATURES_OK refused, so does any driver while
+	// GuestShares reports false, and DRIVER_OK with a virtqueue in memory
+	// the guest has not shared fails the activation (the device needs
+	// reset); each calls OnUnprotected.
+	AccessPlatform bool
+	// GuestShares reports whether the guest has shared any memory yet (a
+	// protected kernel shares its swiotlb pool early in boot, before any
+	// driver runs). nil: not checked.
+	GuestShares func() bool
+	// OnUnprotected reports a driver without protected-guest support:
+	// device name and what it did. Called with the device's lock held: it
+	// must not call back into the device.
+	OnUnprotected func(device, why string)
 }
 
 // Add places dev in the next free slot with its BAR allocated from the

@@ -2,12 +2,14 @@ package pci
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/memory"
 	"github.com/vmmgo/vmm/virtio"
 )
@@ -93,6 +95,13 @@ type Stats struct {
 	MSIErrors      atomic.Uint64
 	FeatureRejects atomic.Uint64
 	BadAccesses    atomic.Uint64
+	// Panics counts panics of the device model's Notify, contained here
+	// (the vCPU thread or the VMM's ioeventfd reader called it): the
+	// device is marked DEVICE_NEEDS_RESET and the caller goes on.
+	Panics atomic.Uint64
+	// Unprotected counts drivers refused for lacking protected-guest
+	// support (DeviceOptions.AccessPlatform).
+	Unprotected atomic.Uint64
 }
 
 // Device is one virtio PCI function.
@@ -104,7 +113,7 @@ type Device struct {
 	mem  virtio.GuestMemory
 	opt  DeviceOptions
 	log  *logrus.Entry
-	rl   virtio.RateLimiter
+	rl   guestlog.Limiter
 
 	offered uint64
 	nvec    int
@@ -161,10 +170,14 @@ func newDevice(b *Bus, slot int, dev virtio.Device, mem virtio.GuestMemory, opt 
 	if name == "" {
 		name = fmt.Sprintf("virtio-%s@%02x", dev.Type(), slot)
 	}
+	offered := dev.Features() | virtio.FVersion1
+	if opt.AccessPlatform {
+		offered |= virtio.FAccessPlatform
+	}
 	d := &Device{
 		bus: b, slot: slot, name: name, dev: dev, mem: mem, opt: opt,
 		log:     b.log.WithField("device", name),
-		offered: dev.Features() | virtio.FVersion1,
+		offered: offered,
 		nvec:    nvec,
 		barAddr: addr, mapped: addr,
 		intLine: opt.IRQ,
@@ -213,13 +226,21 @@ func (d *Device) Status() uint8 {
 
 // Notify is the queue doorbell: called by the notify region on an MMIO
 // write, or by the VMM when its ioeventfd for NotifyAddr(q) fires. It never
-// blocks.
+// blocks, and a panic of the device model's Notify is the device's failure
+// (virtio.Fail), not its caller's.
 func (d *Device) Notify(q int) {
 	if q < 0 || q >= len(d.queues) || !d.notifyActive.Load() {
 		return
 	}
 	d.Stats.Notifies.Add(1)
+	defer d.recoverNotify()
 	d.dev.Notify(q)
+}
+
+func (d *Device) recoverNotify() {
+	if v := recover(); v != nil {
+		virtio.Fail(interrupter{d}, &d.Stats.Panics, d.log, "notify", v)
+	}
 }
 
 // Close stops the device and releases its host resources.
@@ -493,7 +514,7 @@ func (d *Device) barWrite(off uint64, data []byte) {
 func (d *Device) badAccess(off uint64, n int, write bool) {
 	d.Stats.BadAccesses.Add(1)
 	if ok, s := d.rl.Allow(); ok {
-		d.log.WithFields(logrus.Fields{"off": fmt.Sprintf("%#x", off), "len": n, "write": write, "suppressed": s}).
+		guestlog.Suppressed(d.log, s).WithFields(logrus.Fields{"off": fmt.Sprintf("%#x", off), "len": n, "write": write}).
 			Warn("access to an unused part of the virtio BAR")
 	}
 }
@@ -647,6 +668,16 @@ func (d *Device) checkVector(v uint16) uint16 {
 	return v
 }
 
+// unprotected reports a driver without protected-guest support. Called with
+// d.mu held.
+func (d *Device) unprotected(why string) {
+	d.Stats.Unprotected.Add(1)
+	d.log.WithField("reason", why).Debug("driver without protected-guest support")
+	if d.opt.OnUnprotected != nil {
+		d.opt.OnUnprotected(d.name, why)
+	}
+}
+
 // setStatusLocked applies a driver write of the status byte (§2.1, §3.1.1).
 func (d *Device) setStatusLocked(v uint8) (activate, reset bool) {
 	if v == 0 {
@@ -657,6 +688,18 @@ func (d *Device) setStatusLocked(v uint8) (activate, reset bool) {
 		if d.drvFeatures&^d.offered != 0 || d.drvFeatures&virtio.FVersion1 == 0 {
 			d.Stats.FeatureRejects.Add(1)
 			d.log.WithField("features", fmt.Sprintf("%#x", d.drvFeatures)).Debug("rejecting FEATURES_OK")
+			v &^= StatusFeaturesOK
+		} else if d.opt.AccessPlatform && d.drvFeatures&virtio.FAccessPlatform == 0 {
+			// A protected guest's driver must go through the DMA API.
+			d.Stats.FeatureRejects.Add(1)
+			d.unprotected(fmt.Sprintf("driver did not accept VIRTIO_F_ACCESS_PLATFORM (features %#x); FEATURES_OK refused", d.drvFeatures))
+			v &^= StatusFeaturesOK
+		} else if d.opt.AccessPlatform && d.opt.GuestShares != nil && !d.opt.GuestShares() {
+			// No shared memory at all: nowhere to put a DMA buffer. Refusing
+			// now makes the guest's probe fail cleanly (Linux: "device
+			// refused features", -ENODEV) instead of hanging on I/O later.
+			d.Stats.FeatureRejects.Add(1)
+			d.unprotected("FEATURES_OK while the guest has shared no memory at all (no swiotlb pool); FEATURES_OK refused")
 			v &^= StatusFeaturesOK
 		}
 	}
@@ -689,6 +732,15 @@ func (d *Device) activate() {
 		if err != nil {
 			err = fmt.Errorf("queue %d: %w", i, err)
 			break
+		}
+		if d.opt.AccessPlatform {
+			if err = queues[i].CheckRings(); err != nil {
+				err = fmt.Errorf("queue %d: %w", i, err)
+				if errors.Is(err, memory.ErrPrivate) {
+					d.unprotected("DRIVER_OK with a virtqueue in private memory: " + err.Error())
+				}
+				break
+			}
 		}
 	}
 	features := d.drvFeatures
@@ -820,9 +872,7 @@ func (d *Device) sendMSI(addr uint64, data uint32, send bool) {
 	}
 	if err := d.bus.opt.MSI.SignalMSI(addr, data); err != nil {
 		d.Stats.MSIErrors.Add(1)
-		if ok, _ := d.rl.Allow(); ok {
-			d.log.WithError(err).Warn("signal MSI")
-		}
+		d.rl.Warn(d.log, err, "signal MSI")
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/virtio"
 )
 
@@ -20,7 +21,7 @@ const maxRequest = 64 << 10
 // Device is a virtio-rng device.
 type Device struct {
 	log *logrus.Entry
-	rl  virtio.RateLimiter
+	rl  guestlog.Limiter
 	// Source fills p with random bytes; getrandom(2) by default. Tests may
 	// replace it before activation.
 	Source func(p []byte) error
@@ -34,9 +35,7 @@ type Device struct {
 
 // New returns an entropy device.
 func New(log *logrus.Entry) *Device {
-	if log == nil {
-		log = virtio.DiscardLog()
-	}
+	log = guestlog.OrDiscard(log)
 	return &Device{log: log.WithField("device", "virtio-rng"), Source: getrandom, buf: make([]byte, maxRequest)}
 }
 
@@ -74,7 +73,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 	if len(a.Queues) != 1 || a.Queues[0] == nil {
 		return errors.New("virtio-rng: request queue not enabled")
 	}
-	if !d.w.Start(func(k *virtio.Kicker, stop <-chan struct{}) { d.run(a, k, stop) }) {
+	if !d.w.Start(a, &d.Stats, func(k *virtio.Kicker, stop <-chan struct{}) { d.run(a, k, stop) }) {
 		return errors.New("virtio-rng: already active")
 	}
 	return nil

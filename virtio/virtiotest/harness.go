@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/memory"
 	"github.com/vmmgo/vmm/virtio"
 )
@@ -86,7 +87,7 @@ func NewHarness(dev virtio.Device, want uint64, memSize int, arena uint64, maxSi
 
 // Activation returns what a transport would pass to Activate.
 func (h *Harness) Activation() virtio.Activation {
-	return virtio.Activation{Mem: h.Mem, Features: h.Features, Queues: h.Queues, Interrupt: h.Irq, Log: virtio.DiscardLog()}
+	return virtio.Activation{Mem: h.Mem, Features: h.Features, Queues: h.Queues, Interrupt: h.Irq, Log: guestlog.Discard()}
 }
 
 // Activate activates the device.

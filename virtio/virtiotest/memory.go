@@ -80,26 +80,28 @@ func (m *Memory) DeviceWrite(gpa memory.GPA, p []byte) error {
 	return nil
 }
 
-// DeviceLoad32 implements virtio.AtomicMemory.
-func (m *Memory) DeviceLoad32(gpa memory.GPA) (uint32, error) {
-	if gpa%4 != 0 {
-		return 0, fmt.Errorf("load32 %v: %w", gpa, memory.ErrInvalid)
+// DeviceLoad16 implements virtio.AtomicMemory.
+func (m *Memory) DeviceLoad16(gpa memory.GPA) (uint16, error) {
+	if gpa%2 != 0 {
+		return 0, fmt.Errorf("load16 %v: %w", gpa, memory.ErrInvalid)
 	}
-	if err := m.check(gpa, 4, true); err != nil {
+	if err := m.check(gpa, 2, true); err != nil {
 		return 0, err
 	}
-	return load32(m.words, int(gpa/4)), nil
+	return m.load16(gpa), nil
 }
 
-// DeviceCompareAndSwap32 implements virtio.AtomicMemory.
-func (m *Memory) DeviceCompareAndSwap32(gpa memory.GPA, old, new uint32) (bool, error) {
-	if gpa%4 != 0 {
-		return false, fmt.Errorf("cas32 %v: %w", gpa, memory.ErrInvalid)
+// DeviceStore16 implements virtio.AtomicMemory.
+func (m *Memory) DeviceStore16(gpa memory.GPA, v uint16) error {
+	if gpa%2 != 0 {
+		return fmt.Errorf("store16 %v: %w", gpa, memory.ErrInvalid)
 	}
-	if err := m.check(gpa, 4, true); err != nil {
-		return false, err
+	if err := m.check(gpa, 2, true); err != nil {
+		return err
 	}
-	return cas32(m.words, int(gpa/4), old, new), nil
+	m.store16(gpa, v)
+	m.DeviceWrites.Add(1)
+	return nil
 }
 
 // Read is a driver-side read (ignores page state).
@@ -140,12 +142,4 @@ func (m *Memory) store16(gpa memory.GPA, v uint16) {
 // *memory.Guest.CheckShared).
 func (m *Memory) CheckShared(gpa memory.GPA, n uint64) error {
 	return m.check(gpa, int(n), true)
-}
-
-// Slice returns the backing bytes of [gpa, gpa+n) (like *memory.Guest.Slice).
-func (m *Memory) Slice(gpa memory.GPA, n uint64) ([]byte, error) {
-	if err := m.check(gpa, int(n), false); err != nil {
-		return nil, err
-	}
-	return m.buf[gpa : uint64(gpa)+n : uint64(gpa)+n], nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/virtio"
 )
 
@@ -40,7 +41,7 @@ type Config struct {
 type Device struct {
 	cfg    Config
 	log    *logrus.Entry
-	rl     virtio.RateLimiter
+	rl     guestlog.Limiter
 	ln     *net.UnixListener
 	events chan event
 
@@ -76,10 +77,7 @@ func Open(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("virtio-vsock: listen on %s: %w", cfg.Path, err)
 	}
-	log := cfg.Log
-	if log == nil {
-		log = virtio.DiscardLog()
-	}
+	log := guestlog.OrDiscard(cfg.Log)
 	d := &Device{cfg: cfg, log: log.WithField("device", "virtio-vsock"), ln: ln, events: make(chan event, 256)}
 	go d.accept()
 	return d, nil
@@ -120,7 +118,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 		return errors.New("virtio-vsock: rx/tx queues not enabled")
 	}
 	w := &worker{d: d, a: a, conns: map[key]*conn{}, nextPort: firstHostPort}
-	if !d.w.Start(w.run) {
+	if !d.w.Start(a, &d.Stats, w.run) {
 		return errors.New("virtio-vsock: already active")
 	}
 	return nil

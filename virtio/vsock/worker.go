@@ -341,6 +341,7 @@ func (w *worker) send(c *conn, ev event) bool {
 }
 
 func (w *worker) reader(c *conn) {
+	defer w.a.Recover(&w.d.Stats, "connection reader")
 	for {
 		b := make([]byte, MaxPayload)
 		n, err := c.uc.Read(b)
@@ -362,6 +363,7 @@ func (w *worker) reader(c *conn) {
 }
 
 func (w *worker) writer(c *conn) {
+	defer w.a.Recover(&w.d.Stats, "connection writer")
 	for {
 		select {
 		case <-c.wsig:

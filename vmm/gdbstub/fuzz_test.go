@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 )
 
 // sinkConn is a net.Conn that checks and discards what the server writes.
@@ -61,9 +61,7 @@ func FuzzPacket(f *testing.F) {
 		f.Add([]byte(p))
 	}
 	f.Add([]byte("+-\x03$m0,ffffffffffffffff#00$qC#b4"))
-	l := logrus.New()
-	l.Out = io.Discard
-	log := logrus.NewEntry(l)
+	log := guestlog.Discard()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ft := newFake(2)
 		ft.inert = true

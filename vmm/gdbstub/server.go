@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 )
 
 // Timeouts that keep one misbehaving client from wedging the server.
@@ -129,12 +129,7 @@ const maxQueued = 1024
 
 // New returns a server for t.
 func New(t Target, cfg Config) *Server {
-	log := cfg.Log
-	if log == nil {
-		l := logrus.New()
-		l.Out = io.Discard
-		log = logrus.NewEntry(l)
-	}
+	log := guestlog.OrDiscard(cfg.Log)
 	s := &Server{
 		t:       t,
 		n:       t.NumVCPUs(),

@@ -15,7 +15,7 @@
 //   - Run(t, Options) boots and fails t unless the guest ends as wanted.
 //   - KUnit(t, KUnitOptions) boots with kunit.enable=1
 //     kunit_shutdown=poweroff [kunit.filter_glob=...], parses the KTAP
-//     (vmm/ktap) and reports each suite and case as a subtest; ExpectFail
+//     (vmm/vmtest/ktap) and reports each suite and case as a subtest; ExpectFail
 //     declares cases that must fail, ResultsOnly returns the results for
 //     the caller to assert on.
 //   - GoTest(t, GoTestOptions) builds `go test -c`, runs it under the

@@ -153,7 +153,7 @@ func TestGuestHalf(t *testing.T) {
 // TestGoTestGuestReachesAgent boots the real Go-test guest (test binary,
 // agent, initramfs, rdinit=) on hosts that emulate guest kernel mode, where
 // GoTest itself skips. The kernel must unpack the initramfs and start the
-// agent; the agent's first system call then fails (host-kvm.md), so the
+// agent; the agent's first system call then fails (docs/host-kvm.md), so the
 // guest must be reported as crashed before any result: the host side's
 // verdict on a real crash.
 func TestGoTestGuestReachesAgent(t *testing.T) {

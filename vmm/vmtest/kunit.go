@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/vmmgo/vmm/vmm"
-	"github.com/vmmgo/vmm/vmm/ktap"
+	"github.com/vmmgo/vmm/vmm/vmtest/ktap"
 )
 
 // KUnitOptions describe a KUnit run: the guest kernel must have KUnit built

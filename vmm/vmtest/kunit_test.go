@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmmgo/vmm/vmm/ktap"
+	"github.com/vmmgo/vmm/vmm/vmtest/ktap"
 )
 
 // TestKUnitInGuest boots the vmm guest kernel with KUnit enabled on this

@@ -1,10 +1,10 @@
 package acpipm
 
 import (
-	"github.com/vmmgo/vmm/vmm/devices/internal/guestlog"
 	"sync"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 )
 
 // The ports the VMM's ACPI tables declare; do not change them without the

@@ -1,12 +1,12 @@
 package debugport
 
 import (
-	"github.com/vmmgo/vmm/vmm/devices/internal/guestlog"
 	"io"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 )
 
 // Standard ports.

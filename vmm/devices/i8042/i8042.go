@@ -1,10 +1,10 @@
 package i8042
 
 import (
-	"github.com/vmmgo/vmm/vmm/devices/internal/guestlog"
 	"sync"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 )
 
 // Standard resources.

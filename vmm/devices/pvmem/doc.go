@@ -1,9 +1,11 @@
 // Package pvmem is the paravirtual memory-conversion port: sixteen I/O
-// ports (default base 0x0A50) through which a guest, from kernel mode or
-// from a user process with iopl(3)/ioperm, asks the VMM to make ranges of
-// its RAM private or shared. It is the transport that works on every KVM
+// ports (default base 0x0A50) through which a guest kernel asks the VMM to
+// make ranges of its RAM private or shared. Conversions are accepted from
+// guest kernel mode (CPL 0) only: the device asks the VMM for the
+// requesting vCPU's CPL when a doorbell rings, because some hosts let guest
+// user mode reach the ports whatever IOPL says. It is the transport that works on every KVM
 // host, including the shadow-paging hosts where vmcall never exits (see
-// host-kvm.md); KVM_HC_MAP_GPA_RANGE is the other one. Both end in the one
+// docs/host-kvm.md); KVM_HC_MAP_GPA_RANGE is the other one. Both end in the one
 // conversion routine, memory.Guest.Convert.
 //
 // Two interfaces: per-vCPU registers for one request (GPA, NPAGES, ATTRS,

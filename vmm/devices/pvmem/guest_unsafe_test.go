@@ -33,6 +33,7 @@ const (
 	runExitReasonOff     = 8
 	runIOOff             = 32 // direction u8, size u8, port u16, count u32, data_offset u64
 	sregsSize, regsSize  = 312, 144
+	sregsSSDPL           = 5*24 + 16 // kvm_sregs.ss (6th kvm_segment of 24 bytes), .dpl
 	userMemRegionSize    = 32
 	guestCodeGPA         = 0x1000
 	guestResultsGPA      = 0x600
@@ -111,12 +112,24 @@ func TestGuestDrivesPort(t *testing.T) {
 	copy(mem[guestCodeGPA:], guestProgram)
 	putList(t, g, guestListGPA, []entry{{0x8000, 1, memory.AttrPrivate, 0}, {0x9000, 3, memory.AttrPrivate, 0}})
 
-	dev := newDev(t, g, 1)
-
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	vcpu := int(ioctl(t, vm, kvmCreateVCPU, 0, "KVM_CREATE_VCPU"))
 	defer unix.Close(vcpu)
+	// The CPL rule as the VMM applies it: SS.DPL from KVM_GET_SREGS, read
+	// on the vCPU thread when a doorbell rings (0 in real mode).
+	cplReads := 0
+	dev, err := New(g, Config{VCPUs: 1, Convert: guestConvert(g), CPL: func(int) (int, error) {
+		var sr [sregsSize]byte
+		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(vcpu), kvmGetSregs, uintptr(unsafe.Pointer(&sr[0]))); errno != 0 {
+			return -1, errno
+		}
+		cplReads++
+		return int(sr[sregsSSDPL]), nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	runSize := int(ioctl(t, kfd, kvmGetVCPUMmapSize, 0, "KVM_GET_VCPU_MMAP_SIZE"))
 	run, err := unix.Mmap(vcpu, 0, runSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
@@ -196,6 +209,9 @@ func TestGuestDrivesPort(t *testing.T) {
 		if p, _ := g.IsPrivate(memory.GPA(gpa)); p != want {
 			t.Errorf("page %#x private=%v, want %v", gpa, p, want)
 		}
+	}
+	if doorbells := 3 + 1000; cplReads != doorbells {
+		t.Errorf("CPL read %d times, want once per doorbell (%d)", cplReads, doorbells)
 	}
 	if exits != ioExitsInProgram {
 		t.Errorf("%d I/O exits, want %d", exits, ioExitsInProgram)

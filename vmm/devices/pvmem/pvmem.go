@@ -4,19 +4,24 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 	"github.com/vmmgo/vmm/memory"
 )
 
 // Port window (docs/pvmem.md §1).
 const (
 	DefaultPort = 0x0A50 // base I/O port the VMM registers the device at by default
-	NumPorts    = 16     // ports the device decodes: base .. base+15
+	NumPorts    = 16     // registers: base .. base+15, one port each
+	// DecodePorts is the window the VMM registers on the port bus: the 16
+	// register ports plus 3, so that a 4-byte access at any register (the
+	// last one starts at base+0xF and covers up to base+0x12) reaches the
+	// device instead of running past the window. Accesses that start at
+	// base+0x10 .. base+0x12 read all ones and are ignored when written.
+	DecodePorts = NumPorts + 3
 )
 
 // Register offsets from the base port. Every register is 32 bits wide and
@@ -37,7 +42,7 @@ const (
 	RegListConvert = 0xC // W 1: process the list; R: process and return the status
 	RegListDone    = 0xD // R: entries of the last list that succeeded
 	RegMaxBatch    = 0xE // R: MaxBatch
-	RegReserved    = 0xF // R: 0, W: ignored
+	RegState       = 0xF // R: state of the 4 KiB page at GPA (FeatureState)
 )
 
 // Identification values.
@@ -51,6 +56,14 @@ const (
 	FeatureRegisters = 1 << 0 // the single-request register interface
 	FeatureBatch     = 1 << 1 // the request list interface
 	FeatureZero      = 1 << 2 // conversions zero the pages they change (policy "zero")
+	FeatureState     = 1 << 3 // the STATE register at base+0xF
+)
+
+// STATE register values (RegState).
+const (
+	StateShared  = 0
+	StatePrivate = 1
+	StateNotRAM  = 0xFFFFFFDE // -34 (ERANGE) as a 32-bit register value
 )
 
 // Request list layout (docs/pvmem.md §4).
@@ -71,29 +84,55 @@ const (
 	StatusListPrivate  int64 = -int64(syscall.EACCES)    // -13: list (or its status write-back) in a private page
 	StatusListTooBig   int64 = -int64(syscall.E2BIG)     // -7: count > MaxBatch
 	StatusNotProcessed int64 = -int64(syscall.ECANCELED) // -125: entry after a failed one
+	StatusNotKernel    int64 = -int64(syscall.EPERM)     // -1: conversion asked from guest user mode (CPL > 0)
 )
 
 // Memory is what the device needs from guest RAM; *memory.Guest has it.
+// The device never converts through it: conversions go through
+// Config.Convert, the VMM's counted and logged entry point.
 type Memory interface {
-	Convert(req memory.ConvertRequest) (memory.ConvertResult, error)
 	DeviceRead(gpa memory.GPA, p []byte) error
 	DeviceWrite(gpa memory.GPA, p []byte) error
+	IsPrivate(gpa memory.GPA) (bool, error)
 }
+
+// Transport says which interface of the device asked for a conversion.
+type Transport int
+
+const (
+	TransportRegister Transport = iota // CONVERT
+	TransportList                      // an entry of a LIST_CONVERT
+)
 
 // Config sets up a Device.
 type Config struct {
 	VCPUs         int           // number of vCPUs; each has its own registers
 	ZeroOnConvert bool          // advertise FeatureZero (the Guest's policy is PolicyZero)
 	Log           *logrus.Entry // rate-limited guest error reports; nil discards
+
+	// Convert performs one conversion for vcpu (required). The VMM passes
+	// its single entry point for this transport, which counts and logs.
+	Convert func(vcpu int, t Transport, req memory.ConvertRequest) (memory.ConvertResult, error)
+	// CPL returns the current privilege level of vcpu (required unless
+	// AllowUser). It is called on the vCPU's own thread, only when a
+	// conversion doorbell (CONVERT, LIST_CONVERT) is rung: conversions are
+	// accepted from guest kernel mode (CPL 0) only, because a guest user
+	// process can reach the ports when the host ignores IOPL.
+	CPL func(vcpu int) (int, error)
+	// AllowUser accepts conversions from any CPL. For tests and benchmarks
+	// of tiny guests that convert from CPL3 only; never for a real guest.
+	AllowUser bool
 }
 
 // Device is the paravirtual conversion port. It implements BusRead/BusWrite.
 type Device struct {
 	mem      Memory
+	convert  func(vcpu int, t Transport, req memory.ConvertRequest) (memory.ConvertResult, error)
+	cpl      func(vcpu int) (int, error)
 	log      *logrus.Entry
 	features uint32
 	vcpus    []vcpuRegs // index = vCPU; only that vCPU's thread touches it
-	lastLog  atomic.Int64
+	logLimit guestlog.Limiter
 	stats    counters
 }
 
@@ -110,7 +149,7 @@ type vcpuRegs struct {
 }
 
 type counters struct {
-	single, batch, entries, failed, badAccess atomic.Uint64
+	single, batch, entries, failed, badAccess, notKernel atomic.Uint64
 }
 
 // Stats counts the device's work.
@@ -119,7 +158,8 @@ type Stats struct {
 	Batches   uint64 // lists processed
 	Entries   uint64 // list entries attempted
 	Failed    uint64 // conversions and lists that ended with a non-zero status
-	BadAccess uint64 // accesses with a bad size or vCPU index
+	BadAccess uint64 // accesses with a bad size or vCPU index, or past the registers
+	NotKernel uint64 // conversions and lists refused because the vCPU was not at CPL 0
 }
 
 // New creates the device.
@@ -130,20 +170,24 @@ func New(mem Memory, cfg Config) (*Device, error) {
 	if cfg.VCPUs <= 0 {
 		return nil, fmt.Errorf("pvmem: %d vCPUs", cfg.VCPUs)
 	}
-	log := cfg.Log
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
+	if cfg.Convert == nil {
+		return nil, errors.New("pvmem: no conversion entry point")
+	}
+	if cfg.CPL == nil && !cfg.AllowUser {
+		return nil, errors.New("pvmem: no way to read a vCPU's privilege level")
 	}
 	d := &Device{
 		mem:      mem,
-		log:      log.WithField("device", "pvmem"),
-		features: FeatureRegisters | FeatureBatch,
+		convert:  cfg.Convert,
+		log:      guestlog.OrDiscard(cfg.Log).WithField("device", "pvmem"),
+		features: FeatureRegisters | FeatureBatch | FeatureState,
 		vcpus:    make([]vcpuRegs, cfg.VCPUs),
 	}
 	if cfg.ZeroOnConvert {
 		d.features |= FeatureZero
+	}
+	if !cfg.AllowUser {
+		d.cpl = cfg.CPL
 	}
 	return d, nil
 }
@@ -156,11 +200,12 @@ func (d *Device) Stats() Stats {
 		Entries:   d.stats.entries.Load(),
 		Failed:    d.stats.failed.Load(),
 		BadAccess: d.stats.badAccess.Load(),
+		NotKernel: d.stats.notKernel.Load(),
 	}
 }
 
-func (d *Device) regs(vcpu int, data []byte) *vcpuRegs {
-	if vcpu < 0 || vcpu >= len(d.vcpus) || len(data) == 0 || len(data) > 4 {
+func (d *Device) regs(vcpu int, off uint64, data []byte) *vcpuRegs {
+	if vcpu < 0 || vcpu >= len(d.vcpus) || len(data) == 0 || len(data) > 4 || off >= NumPorts {
 		d.stats.badAccess.Add(1)
 		return nil
 	}
@@ -168,10 +213,11 @@ func (d *Device) regs(vcpu int, data []byte) *vcpuRegs {
 }
 
 // BusRead reads the register at off (the port minus the base). Accesses of
-// 1, 2 or 4 bytes return the low bytes of the 32-bit register; other sizes
-// and unknown vCPUs read all ones.
+// 1, 2 or 4 bytes return the low bytes of the 32-bit register, whatever
+// ports beyond off they span; other sizes, offsets past the registers and
+// unknown vCPUs read all ones.
 func (d *Device) BusRead(vcpu int, off uint64, data []byte) {
-	r := d.regs(vcpu, data)
+	r := d.regs(vcpu, off, data)
 	if r == nil {
 		for i := range data {
 			data[i] = 0xff
@@ -195,7 +241,7 @@ func (d *Device) BusRead(vcpu int, off uint64, data []byte) {
 	case RegAttrs:
 		v = r.attrs
 	case RegConvert:
-		d.convert(vcpu, r)
+		d.convertOne(vcpu, r)
 		v = r.status
 	case RegStatus:
 		v = r.status
@@ -212,8 +258,8 @@ func (d *Device) BusRead(vcpu int, off uint64, data []byte) {
 		v = r.done
 	case RegMaxBatch:
 		v = MaxBatch
-	default: // RegReserved, and offsets the bus should never pass
-		v = 0
+	case RegState:
+		v = d.state(r.gpa)
 	}
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], v)
@@ -223,7 +269,7 @@ func (d *Device) BusRead(vcpu int, off uint64, data []byte) {
 // BusWrite writes the register at off. Writes of 1 or 2 bytes are
 // zero-extended to 32 bits. Writes to read-only registers are ignored.
 func (d *Device) BusWrite(vcpu int, off uint64, data []byte) {
-	r := d.regs(vcpu, data)
+	r := d.regs(vcpu, off, data)
 	if r == nil {
 		return
 	}
@@ -245,7 +291,7 @@ func (d *Device) BusWrite(vcpu int, off uint64, data []byte) {
 			d.stats.failed.Add(1)
 			return
 		}
-		d.convert(vcpu, r)
+		d.convertOne(vcpu, r)
 	case RegListLo:
 		r.list = r.list&^0xffffffff | uint64(v)
 	case RegListHi:
@@ -283,14 +329,49 @@ func Status(err error) int64 {
 // statusReg is the 32-bit register form of a status (two's complement).
 func statusReg(st int64) uint32 { return uint32(st) }
 
-func (d *Device) convert(vcpu int, r *vcpuRegs) {
+// state is the STATE register: the VMM's view of the page containing gpa.
+func (d *Device) state(gpa uint64) uint32 {
+	p, err := d.mem.IsPrivate(memory.GPA(gpa))
+	switch {
+	case err != nil:
+		return StateNotRAM
+	case p:
+		return StatePrivate
+	}
+	return StateShared
+}
+
+// kernelMode enforces the CPL rule on a conversion doorbell: a request from
+// guest user mode (or from a vCPU whose state cannot be read) is refused
+// with StatusNotKernel before anything is read or converted.
+func (d *Device) kernelMode(vcpu int, r *vcpuRegs) bool {
+	if d.cpl == nil {
+		return true
+	}
+	cpl, err := d.cpl(vcpu)
+	if err == nil && cpl == 0 {
+		return true
+	}
+	r.status = statusReg(StatusNotKernel)
+	d.stats.notKernel.Add(1)
+	d.stats.failed.Add(1)
+	if err == nil {
+		err = fmt.Errorf("vCPU at CPL %d", cpl)
+	}
+	d.logLimit.Warn(d.log.WithField("vcpu", vcpu), err, "conversion refused: not from guest kernel mode")
+	return false
+}
+
+func (d *Device) convertOne(vcpu int, r *vcpuRegs) {
+	if !d.kernelMode(vcpu, r) {
+		return
+	}
 	d.stats.single.Add(1)
 	req := memory.ConvertRequest{GPA: memory.GPA(r.gpa), NPages: uint64(r.npages), Attrs: uint64(r.attrs)}
-	_, err := d.mem.Convert(req)
+	_, err := d.convert(vcpu, TransportRegister, req)
 	r.status = statusReg(Status(err))
 	if err != nil {
 		d.stats.failed.Add(1)
-		d.rateLimitedLog(vcpu, "conversion refused", err)
 	}
 }
 
@@ -300,17 +381,20 @@ func (d *Device) convert(vcpu int, r *vcpuRegs) {
 // first failure (later entries get StatusNotProcessed) and writes every
 // entry's status back with checked device writes.
 func (d *Device) convertList(vcpu int, r *vcpuRegs) {
-	d.stats.batch.Add(1)
 	r.done = 0
-	st, err := d.processList(r)
+	if !d.kernelMode(vcpu, r) {
+		return
+	}
+	d.stats.batch.Add(1)
+	st, err := d.processList(vcpu, r)
 	r.status = statusReg(st)
 	if st != StatusOK {
 		d.stats.failed.Add(1)
-		d.rateLimitedLog(vcpu, "request list failed", fmt.Errorf("list %#x, %d entries, %d done: status %d: %v", r.list, r.count, r.done, st, err))
+		d.logLimit.Warn(d.log.WithField("vcpu", vcpu), fmt.Errorf("list %#x, %d entries, %d done: status %d: %v", r.list, r.count, r.done, st, err), "request list failed")
 	}
 }
 
-func (d *Device) processList(r *vcpuRegs) (int64, error) {
+func (d *Device) processList(vcpu int, r *vcpuRegs) (int64, error) {
 	n := uint64(r.count)
 	switch {
 	case n == 0:
@@ -336,7 +420,7 @@ func (d *Device) processList(r *vcpuRegs) (int64, error) {
 				NPages: binary.LittleEndian.Uint64(e[8:]),
 				Attrs:  binary.LittleEndian.Uint64(e[16:]),
 			}
-			_, err := d.mem.Convert(req)
+			_, err := d.convert(vcpu, TransportList, req)
 			st = Status(err)
 			if err != nil {
 				result, firstErr = st, fmt.Errorf("entry %d: %w", i, err)
@@ -355,13 +439,4 @@ func (d *Device) processList(r *vcpuRegs) (int64, error) {
 		}
 	}
 	return result, firstErr
-}
-
-func (d *Device) rateLimitedLog(vcpu int, msg string, err error) {
-	now := time.Now().UnixNano()
-	last := d.lastLog.Load()
-	if now-last < int64(time.Second) || !d.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	d.log.WithField("vcpu", vcpu).WithError(err).Warn(msg)
 }

@@ -32,9 +32,19 @@ func testGuest(t testing.TB) *memory.Guest {
 	return g
 }
 
+// guestConvert is the conversion entry point the tests pass: the Guest's
+// routine itself (the VMM passes its counted one).
+func guestConvert(g *memory.Guest) func(int, Transport, memory.ConvertRequest) (memory.ConvertResult, error) {
+	return func(_ int, _ Transport, req memory.ConvertRequest) (memory.ConvertResult, error) {
+		return g.Convert(req)
+	}
+}
+
+func kernelCPL(int) (int, error) { return 0, nil }
+
 func newDev(t testing.TB, g *memory.Guest, vcpus int) *Device {
 	t.Helper()
-	d, err := New(g, Config{VCPUs: vcpus})
+	d, err := New(g, Config{VCPUs: vcpus, Convert: guestConvert(g), CPL: kernelCPL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,17 +89,15 @@ func TestIdentification(t *testing.T) {
 	if string(b[:]) != "PVMC" {
 		t.Errorf("MAGIC bytes %q", b[:])
 	}
-	if rd(d, 0, RegVersion) != Version || rd(d, 0, RegFeatures) != FeatureRegisters|FeatureBatch || rd(d, 0, RegMaxBatch) != MaxBatch {
+	if rd(d, 0, RegVersion) != Version || rd(d, 0, RegFeatures) != FeatureRegisters|FeatureBatch|FeatureState || rd(d, 0, RegMaxBatch) != MaxBatch {
 		t.Error("VERSION/FEATURES/MAX_BATCH wrong")
-	}
-	if rd(d, 0, RegReserved) != 0 {
-		t.Error("reserved register not 0")
 	}
 	wr(d, 0, RegMagic, 0) // read-only: ignored
 	if rd(d, 0, RegMagic) != Magic {
 		t.Error("MAGIC writable")
 	}
-	z, _ := New(testGuest(t), Config{VCPUs: 1, ZeroOnConvert: true})
+	zg := testGuest(t)
+	z, _ := New(zg, Config{VCPUs: 1, ZeroOnConvert: true, Convert: guestConvert(zg), CPL: kernelCPL})
 	if rd(z, 0, RegFeatures)&FeatureZero == 0 {
 		t.Error("FeatureZero not advertised")
 	}
@@ -105,11 +113,132 @@ func TestIdentification(t *testing.T) {
 	if s := d.Stats(); s.BadAccess != 3 {
 		t.Errorf("BadAccess = %d", s.BadAccess)
 	}
-	if _, err := New(nil, Config{VCPUs: 1}); err == nil {
-		t.Error("New(nil)")
+	// Offsets past the 16 registers (the 3 extra decoded ports).
+	for off := uint64(NumPorts); off < DecodePorts; off++ {
+		if rd(d, 0, off) != 0xffffffff {
+			t.Errorf("read at base+%#x not all ones", off)
+		}
+		wr(d, 0, off, 0)
 	}
-	if _, err := New(testGuest(t), Config{}); err == nil {
-		t.Error("New with 0 vCPUs")
+	if s := d.Stats(); s.BadAccess != 3+2*(DecodePorts-NumPorts) {
+		t.Errorf("BadAccess = %d", s.BadAccess)
+	}
+	g := testGuest(t)
+	for _, tc := range []struct {
+		name string
+		mem  Memory
+		cfg  Config
+	}{
+		{"no memory", nil, Config{VCPUs: 1, Convert: guestConvert(g), CPL: kernelCPL}},
+		{"0 vCPUs", g, Config{Convert: guestConvert(g), CPL: kernelCPL}},
+		{"no entry point", g, Config{VCPUs: 1, CPL: kernelCPL}},
+		{"no CPL", g, Config{VCPUs: 1, Convert: guestConvert(g)}},
+	} {
+		if _, err := New(tc.mem, tc.cfg); err == nil {
+			t.Errorf("New with %s succeeded", tc.name)
+		}
+	}
+}
+
+// TestStateRegister: STATE reads the VMM's view of the page at GPA.
+func TestStateRegister(t *testing.T) {
+	g := testGuest(t)
+	d := newDev(t, g, 2)
+	g.Convert(memory.ConvertRequest{GPA: 12*mib + 0x5000, NPages: 1, Attrs: memory.AttrPrivate})
+	for _, tc := range []struct {
+		gpa  uint64
+		want uint32
+	}{
+		{0, StateShared},
+		{12*mib + 0x5000, StatePrivate},
+		{12*mib + 0x5fff, StatePrivate}, // any address in the page
+		{12*mib + 0x6000, StateShared},
+		{9 * mib, StateNotRAM},
+		{1 << 40, StateNotRAM},
+	} {
+		wr(d, 1, RegGPALo, uint32(tc.gpa))
+		wr(d, 1, RegGPAHi, uint32(tc.gpa>>32))
+		if got := rd(d, 1, RegState); got != tc.want {
+			t.Errorf("STATE at %#x = %#x, want %#x", tc.gpa, got, tc.want)
+		}
+	}
+	if notRAM := uint32(StateNotRAM); int64(int32(notRAM)) != StatusOutOfRange {
+		t.Errorf("STATE not-RAM %#x is not -ERANGE", notRAM)
+	}
+	wr(d, 1, RegState, 1) // read-only
+	if rd(d, 1, RegState) != StateNotRAM || g.Stats().PrivatePages != 1 {
+		t.Error("a STATE write did something")
+	}
+}
+
+// TestCPLRule: conversions only from guest kernel mode. A doorbell rung at
+// CPL3 (or from a vCPU whose CPL cannot be read) gets -EPERM in STATUS,
+// reads or converts nothing, and leaves other registers alone.
+func TestCPLRule(t *testing.T) {
+	g := testGuest(t)
+	cpl := map[int]int{0: 3, 1: 0}
+	var cplErr error
+	calls := 0
+	d, err := New(g, Config{VCPUs: 2, Convert: guestConvert(g), CPL: func(v int) (int, error) {
+		calls++
+		return cpl[v], cplErr
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const list = 0x10000
+	putList(t, g, list, []entry{{0x20000, 1, memory.AttrPrivate, 7}})
+	setReq(d, 0, 0x30000, 1, uint32(memory.AttrPrivate))
+	if calls != 0 {
+		t.Errorf("CPL read %d times while only registers were written", calls)
+	}
+	if st := rd(d, 0, RegConvert); int64(int32(st)) != StatusNotKernel {
+		t.Errorf("CONVERT read at CPL3: STATUS %d", int32(st))
+	}
+	wr(d, 0, RegConvert, 1)
+	if st := rd(d, 0, RegStatus); int64(int32(st)) != StatusNotKernel {
+		t.Errorf("CONVERT write at CPL3: STATUS %d", int32(st))
+	}
+	if st := runList(d, 0, list, 1); int64(st) != StatusNotKernel || rd(d, 0, RegListDone) != 0 {
+		t.Errorf("LIST_CONVERT at CPL3: %d, done %d", st, rd(d, 0, RegListDone))
+	}
+	if got := statuses(t, g, list, 1); got[0] != 7 {
+		t.Errorf("a refused list got its status written: %d", got[0])
+	}
+	if s := g.Stats(); s.PrivatePages != 0 || s.ToPrivate != 0 {
+		t.Errorf("a CPL3 request converted something: %+v", s)
+	}
+	if rd(d, 0, RegGPALo) != 0x30000 || rd(d, 0, RegState) != StateShared {
+		t.Error("registers and STATE still work at CPL3")
+	}
+	// The same requests from vCPU 1 at CPL0 succeed.
+	setReq(d, 1, 0x30000, 1, uint32(memory.AttrPrivate))
+	if st := rd(d, 1, RegConvert); st != 0 || !private(t, g, 0x30000) {
+		t.Errorf("CPL0 convert: %d", int32(st))
+	}
+	if st := runList(d, 1, list, 1); st != 0 || !private(t, g, 0x20000) {
+		t.Errorf("CPL0 list: %d", st)
+	}
+	// A CPL that cannot be read is refused too.
+	cplErr = errors.New("KVM_GET_SREGS failed")
+	setReq(d, 1, 0x40000, 1, uint32(memory.AttrPrivate))
+	if st := rd(d, 1, RegConvert); int64(int32(st)) != StatusNotKernel || private(t, g, 0x40000) {
+		t.Errorf("unreadable CPL: %d", int32(st))
+	}
+	if s := d.Stats(); s.NotKernel != 4 || s.Single != 1 || s.Batches != 1 {
+		t.Errorf("device stats %+v", s)
+	}
+	// AllowUser (tests and benchmarks only) never asks.
+	u, err := New(g, Config{VCPUs: 1, Convert: guestConvert(g), AllowUser: true, CPL: func(int) (int, error) {
+		t.Error("CPL read with AllowUser")
+		return 3, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setReq(u, 0, 0x50000, 1, uint32(memory.AttrPrivate))
+	if st := rd(u, 0, RegConvert); st != 0 {
+		t.Errorf("AllowUser convert: %d", int32(st))
 	}
 }
 

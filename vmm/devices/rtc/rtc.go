@@ -1,11 +1,11 @@
 package rtc
 
 import (
-	"github.com/vmmgo/vmm/vmm/devices/internal/guestlog"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 )
 
 // Standard resources.

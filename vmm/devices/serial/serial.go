@@ -2,11 +2,11 @@ package serial
 
 import (
 	"context"
-	"github.com/vmmgo/vmm/vmm/devices/internal/guestlog"
 	"io"
 	"sync"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vmmgo/vmm/internal/guestlog"
 )
 
 // Standard PC COM port resources.

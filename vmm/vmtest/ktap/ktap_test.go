@@ -256,7 +256,7 @@ func TestJSONRoundTrip(t *testing.T) {
 // testdata/ktap/README.md for where each came from) and checks them
 // against the per-case results the kernel printed.
 func TestRealOutput(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "ktap", "*.log"))
+	files, err := filepath.Glob(filepath.Join("..", "..", "..", "testdata", "ktap", "*.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
