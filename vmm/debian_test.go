@@ -16,8 +16,9 @@ import (
 // development host (kernel mode emulated), 1 vCPU, 256 MiB, the VMM's
 // emulating-host defaults on, at a load average of 22-28 (other guests and
 // kernel builds beside it): after 25 minutes the cloud kernel was in its
-// early initcalls (kprobes, 343 s of guest time); docs/emulation.md has the
-// phase costs. On a host with hardware virtualization it boots in seconds.
+// early initcalls (kprobes, 343 s of guest time); in another run (load
+// 4.5-25.8) it reached "Run /init" after 34.8 minutes. docs/emulation.md
+// has the phase costs. On a host with hardware virtualization it boots in seconds.
 // VMM_DEBIAN_BOOT_TIMEOUT (a Go duration) overrides it.
 const debianBootDeadline = 45 * time.Minute
 
