@@ -14,7 +14,7 @@ TEST_HUGEPAGES ?= 400
 # (scripts/test.sh explains the budget).
 TEST_TIMEOUT   ?= 25m
 
-.PHONY: all build run test test-short test-nested lint bench setup guest-kernel initramfs clean
+.PHONY: all build run test test-short test-nested test-debian lint bench setup guest-kernel initramfs clean
 
 all: build
 
@@ -39,6 +39,11 @@ test: setup
 # (scripts/nested-kvm.sh, scripts/test-nested.sh). About 5-8 minutes here.
 test-nested: setup
 	GO=$(GO) ./scripts/test-nested.sh
+
+# Debian's stock kernel (scripts/debian-kernel.sh) booted to its root mount:
+# many minutes on hosts that emulate guest kernel mode (docs/emulation.md).
+test-debian:
+	VMM_TEST_DEBIAN=1 $(GO) test ./vmm -run TestDebianKernelBoots -count=1 -v -timeout 60m
 
 test-short:
 	$(GO) test -short ./...

@@ -69,6 +69,8 @@ const (
 	kvmGetDebugRegs  request = 0x8080AEA1 // KVM_GET_DEBUGREGS _IOR(KVMIO, 0xa1, struct kvm_debugregs)
 	kvmSetDebugRegs  request = 0x4080AEA2 // KVM_SET_DEBUGREGS _IOW(KVMIO, 0xa2, struct kvm_debugregs)
 	kvmGetTSCKHz     request = 0x0000AEA3 // KVM_GET_TSC_KHZ _IO(KVMIO, 0xa3)
+	kvmGetXSave      request = 0x9000AEA4 // KVM_GET_XSAVE _IOR(KVMIO, 0xa4, struct kvm_xsave)
+	kvmSetXSave      request = 0x5000AEA5 // KVM_SET_XSAVE _IOW(KVMIO, 0xa5, struct kvm_xsave)
 )
 
 // String returns the kernel name of the request.
@@ -176,6 +178,10 @@ func (r request) String() string {
 		return "KVM_SET_DEBUGREGS"
 	case kvmGetTSCKHz:
 		return "KVM_GET_TSC_KHZ"
+	case kvmGetXSave:
+		return "KVM_GET_XSAVE"
+	case kvmSetXSave:
+		return "KVM_SET_XSAVE"
 	}
 	return fmt.Sprintf("KVM_ioctl_%#x", uintptr(r))
 }

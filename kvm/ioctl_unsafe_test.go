@@ -84,6 +84,8 @@ func TestIoctlNumbers(t *testing.T) {
 		{kvmGetDebugRegs, "KVM_GET_DEBUGREGS", iocRead, 0xa1, unsafe.Sizeof(DebugRegs{}), 0x8080AEA1},
 		{kvmSetDebugRegs, "KVM_SET_DEBUGREGS", iocWrite, 0xa2, unsafe.Sizeof(DebugRegs{}), 0x4080AEA2},
 		{kvmGetTSCKHz, "KVM_GET_TSC_KHZ", iocNone, 0xa3, 0, 0x0000AEA3},
+		{kvmGetXSave, "KVM_GET_XSAVE", iocRead, 0xa4, unsafe.Sizeof(XSave{}), 0x9000AEA4},
+		{kvmSetXSave, "KVM_SET_XSAVE", iocWrite, 0xa5, unsafe.Sizeof(XSave{}), 0x5000AEA5},
 	}
 	seen := map[request]string{}
 	for _, tc := range tests {

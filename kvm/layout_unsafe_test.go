@@ -19,6 +19,7 @@ func TestStructSizes(t *testing.T) {
 		{"kvm_sregs", unsafe.Sizeof(Sregs{}), 312},
 		{"kvm_fpu", unsafe.Sizeof(FPU{}), 416},
 		{"kvm_lapic_state", unsafe.Sizeof(LAPICState{}), 1024},
+		{"kvm_xsave", unsafe.Sizeof(XSave{}), 4096},
 		{"kvm_vcpu_events", unsafe.Sizeof(VCPUEvents{}), 64},
 		{"kvm_debugregs", unsafe.Sizeof(DebugRegs{}), 128},
 		{"kvm_guest_debug", unsafe.Sizeof(GuestDebug{}), 72},

@@ -72,6 +72,24 @@ type FPU struct {
 	Pad2       uint32
 }
 
+// XSave mirrors struct kvm_xsave (4096 bytes): KVM_GET_XSAVE /
+// KVM_SET_XSAVE, the vCPU's x87/SSE/extended state in the XSAVE standard
+// format (bytes 0..511 the FXSAVE legacy area, 512..575 the XSAVE header;
+// hosts without XSAVE fill only the legacy area and the header's
+// XSTATE_BV). KVM_SET_XSAVE loads MXCSR only when XSTATE_BV has the SSE
+// (bit 1) or AVX (bit 2) component.
+type XSave struct {
+	Region [4096]uint8
+}
+
+// Offsets into XSave.Region (SDM Vol. 1 §10.5.1, §13.4.2).
+const (
+	XSaveMXCSR     = 24  // u32 MXCSR
+	XSaveMXCSRMask = 28  // u32 MXCSR_MASK (0: the default 0xFFBF)
+	XSaveXStateBV  = 512 // u64 XSTATE_BV
+	XStateSSE      = 1 << 1
+)
+
 // LAPICState mirrors struct kvm_lapic_state (1024 bytes): the local APIC
 // register page as KVM_GET_LAPIC / KVM_SET_LAPIC see it (register at offset
 // off is the little-endian u32 at Regs[off:off+4]; see Reg / SetReg).

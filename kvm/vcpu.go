@@ -191,6 +191,13 @@ func (c *VCPU) FPU() (FPU, error) { return vcpuGet[FPU](c, kvmGetFPU, "fpu") }
 // SetFPU sets the x87/SSE state (KVM_SET_FPU).
 func (c *VCPU) SetFPU(f FPU) error { return vcpuSet(c, kvmSetFPU, "fpu", f) }
 
+// XSave returns the x87/SSE/extended state (KVM_GET_XSAVE; the only way to
+// read MXCSR, which KVM_GET_FPU leaves out).
+func (c *VCPU) XSave() (XSave, error) { return vcpuGet[XSave](c, kvmGetXSave, "xsave") }
+
+// SetXSave loads the x87/SSE/extended state (KVM_SET_XSAVE).
+func (c *VCPU) SetXSave(x XSave) error { return vcpuSet(c, kvmSetXSave, "xsave", x) }
+
 // LAPIC returns the local APIC registers (KVM_GET_LAPIC; needs the
 // in-kernel irqchip).
 func (c *VCPU) LAPIC() (LAPICState, error) { return vcpuGet[LAPICState](c, kvmGetLAPIC, "lapic") }

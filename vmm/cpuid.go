@@ -29,6 +29,7 @@ func (m *Machine) cpuidProfile(name string) (firmware.Profile, error) {
 	if err != nil {
 		return p, err
 	}
+	m.cpuProfileName = name
 	p.MapGPARange = m.hypercallExit
 	p.Protected = m.protectedMode(0) // LoadLinux refines ECX (protectedCmdline)
 	if m.irqchip {
@@ -73,7 +74,12 @@ func (m *Machine) setCPUID(v *vcpu, p firmware.Profile) error {
 // execute. clearcpuid takes X86_FEATURE_* bit numbers (word*32+bit,
 // arch/x86/include/asm/cpufeatures.h; names only since 6.2); clearing a
 // feature also clears what depends on it (cpuid-deps.c). The list must stay
-// under the 128 bytes cpu_parse_early_param reads.
-const emulatedKernelParams = "noxsave clearcpuid=" +
-	"129,140,141,148,150,151,153,154,156,157,158," + // 1.ECX: PCLMULQDQ FMA CX16 SSE4.2 MOVBE POPCNT AES XSAVE AVX F16C RDRAND
+// under the 128 bytes cpu_parse_early_param reads. SSSE3 is cleared for
+// Debian's kernels: their built-in BLAKE2s (CONFIG_CRYPTO_BLAKE2S_X86, the
+// random driver's hash) runs pshufb & co. after kernel_fpu_begin, which the
+// emulator lacks (docs/emulation.md). (No "noxsave": 6.1
+// clears XSAVE for it in cpu_parse_early_param, as for clearcpuid's 154,
+// and then reports it as an unknown parameter.)
+const emulatedKernelParams = "clearcpuid=" +
+	"129,137,140,141,148,150,151,153,154,156,157,158," + // 1.ECX: PCLMULQDQ SSSE3 FMA CX16 SSE4.2 MOVBE POPCNT AES XSAVE AVX F16C RDRAND
 	"291,293,295,296,304,306,307,308,317" // 7.0.EBX: BMI1 AVX2 SMEP BMI2 AVX512F RDSEED ADX SMAP SHA

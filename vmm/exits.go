@@ -3,9 +3,11 @@ package vmm
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 	"github.com/vmmgo/vmm/kvm"
+	"github.com/vmmgo/vmm/vmm/x86emu"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -58,8 +60,10 @@ func (v *vcpu) handleMemoryFault(mf *kvm.MemoryFaultError) bool {
 // handleInternalError handles KVM_EXIT_INTERNAL_ERROR. On hosts whose KVM
 // emulates guest kernel mode, int3 cannot be emulated: KVM stops on the 0xcc
 // byte. We do what the CPU would have done: advance RIP past it and inject
-// #BP (vector 3) so the guest's own handler runs (docs/host-kvm.md). Anything else
-// is reported precisely and stops the machine.
+// #BP (vector 3) so the guest's own handler runs (docs/host-kvm.md). fwait
+// gets its own handler, the instructions of package x86emu the fallback
+// (fallback.go, docs/emulation.md); anything else is reported precisely and
+// stops the machine.
 func (v *vcpu) handleInternalError() bool {
 	ie, err := v.run.InternalError()
 	if err != nil {
@@ -88,24 +92,61 @@ func (v *vcpu) handleInternalError() bool {
 			v.log.WithError(err).Warn("cannot emulate fwait")
 		}
 	}
+	var fallbackErr error
+	if ie.Suberror == kvm.InternalErrorEmulation {
+		if fallbackErr = v.fallback(ie.InsnBytes); fallbackErr == nil {
+			return true
+		}
+	}
+	v.m.stop(Result{Outcome: OutcomeError, Detail: v.internalErrorDetail(ie, fallbackErr), Dump: v.dump()})
+	return false
+}
+
+// internalErrorDetail names the instruction KVM stopped on and says what
+// is true of it here: which CPU profile is in use, and why the VMM's
+// fallback did not execute it.
+func (v *vcpu) internalErrorDetail(ie kvm.InternalErrorExit, fallbackErr error) string {
 	detail := fmt.Sprintf("vcpu %d: KVM internal error, suberror %d (%s)", v.id, ie.Suberror, internalErrorName(ie.Suberror))
+	if ie.Suberror == kvm.InternalErrorEmulation {
+		what := "the instruction"
+		mode := 64
+		regs, rerr := v.cpu.Regs()
+		sregs, serr := v.cpu.Sregs()
+		if rerr == nil && serr == nil {
+			mode = (&x86emu.CPU{Regs: regs, Sregs: sregs}).Mode()
+			what += fmt.Sprintf(" at rip %#x", regs.RIP)
+		}
+		if len(ie.InsnBytes) > 0 {
+			if inst, err := x86asm.Decode(ie.InsnBytes, mode); err == nil {
+				what = "`" + x86asm.IntelSyntax(inst, 0, nil) + "`" + strings.TrimPrefix(what, "the instruction")
+			}
+		}
+		detail += ": the host's instruction emulator cannot execute " + what
+		switch {
+		case errors.Is(fallbackErr, x86emu.ErrUnsupported):
+			detail += " and the VMM's fallback does not handle it (docs/emulation.md lists what it executes)"
+		case fallbackErr != nil:
+			detail += fmt.Sprintf(" and the VMM's fallback failed: %v", fallbackErr)
+		}
+		if v.m.cpuProfileName == ProfileEmulated {
+			detail += "; the CPU profile is already \"emulated\": the guest kernel must not use this instruction here (clearcpuid= for the CPU feature that selects it, or a kernel built without it)"
+		} else {
+			detail += fmt.Sprintf("; the CPU profile is %q: on a host whose KVM emulates guest kernel mode, --cpu-profile emulated hides the features whose instructions its emulator lacks", v.m.cpuProfileName)
+		}
+	}
 	if len(ie.InsnBytes) > 0 {
 		detail += fmt.Sprintf("; instruction bytes % x", ie.InsnBytes)
-		if inst, err := x86asm.Decode(ie.InsnBytes, 64); err == nil {
-			detail += fmt.Sprintf(" (%s)", x86asm.IntelSyntax(inst, 0, nil))
-		}
 	}
 	if len(ie.Data) > 0 {
 		detail += fmt.Sprintf("; data %x", ie.Data)
 	}
-	v.m.stop(Result{Outcome: OutcomeError, Detail: detail, Dump: v.dump()})
-	return false
+	return detail
 }
 
 func internalErrorName(sub uint32) string {
 	switch sub {
 	case kvm.InternalErrorEmulation:
-		return "emulation failure: this host's KVM cannot execute the instruction; try --cpu-profile emulated"
+		return "emulation failure"
 	case 2:
 		return "simultaneous exceptions"
 	case 3:

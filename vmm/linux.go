@@ -141,7 +141,7 @@ func (m *Machine) LoadLinux(lc LinuxConfig) (*firmware.BootInfo, error) {
 	}
 	cmdline = appendParams(cmdline, m.timerParams())
 	if profile.Emulated {
-		cmdline = strings.TrimSpace(cmdline + " " + emulatedKernelParams)
+		cmdline = emulatedHostCmdline(cmdline, lc.NoDefaultCmdline, m.log) // vmm/cmdline_defaults.go
 	}
 	cmdline, profile.Protected = m.protectedCmdline(cmdline)
 	fc := firmware.Config{Cmdline: cmdline, E820: e820, RSDPAddr: memory.GPA(rsdp), NoPVH: lc.NoPVH}

@@ -55,6 +55,7 @@ type Machine struct {
 
 	hostKind       hostState // Config.Host resolved (host.go)
 	supportedCPUID []firmware.CPUIDEntry
+	cpuProfileName string // the CPUID profile in use (for error hints)
 	pvmem          *pvmem.Device
 	serial         *serial.UART
 	post           *debugport.POST

@@ -101,10 +101,16 @@ func runKernelScript(ctx context.Context, log io.Writer, env []string, args ...s
 	if err != nil {
 		return "", err
 	}
+	return runScript(ctx, log, filepath.Join(root, kernelScript), root, env, args...)
+}
+
+// runScript runs a bash script of the source tree in root with the cache
+// directory in VMM_CACHE_DIR and returns its stdout (stderr goes to log).
+func runScript(ctx context.Context, log io.Writer, script, root string, env []string, args ...string) (string, error) {
 	if log == nil {
 		log = io.Discard
 	}
-	script := filepath.Join(root, kernelScript)
+	name, _ := filepath.Rel(root, script)
 	cmd := exec.CommandContext(ctx, "bash", append([]string{script}, args...)...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "VMM_CACHE_DIR="+CacheDir())
@@ -119,12 +125,12 @@ func runKernelScript(ctx context.Context, log io.Writer, env []string, args ...s
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 	}
 	cmd.WaitDelay = 20 * time.Second
-	err = cmd.Run()
+	err := cmd.Run()
 	if ctx.Err() != nil {
-		return "", fmt.Errorf("%s %s: %w", kernelScript, strings.Join(args, " "), ctx.Err())
+		return "", fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), ctx.Err())
 	}
 	if err != nil {
-		return "", fmt.Errorf("%s %s: %w", kernelScript, strings.Join(args, " "), err)
+		return "", fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
 	}
 	return stdout.String(), nil
 }
