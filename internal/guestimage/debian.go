@@ -46,12 +46,12 @@ func DebianKernel(ctx context.Context, flavour string, log io.Writer) (DebianKer
 	}{{"kver", &d.KVer}, {"package", &d.Package}} {
 		b, err := os.ReadFile(filepath.Join(dir, f.name))
 		if err != nil {
-			return DebianKernelImages{}, fmt.Errorf("Debian kernel cache entry %s incomplete: %w", dir, err)
+			return DebianKernelImages{}, fmt.Errorf("cache entry %s of a Debian kernel is incomplete: %w", dir, err)
 		}
 		*f.dst = strings.TrimSpace(string(b))
 	}
 	if _, err := os.Stat(d.VMLinuz); err != nil {
-		return DebianKernelImages{}, fmt.Errorf("Debian kernel cache entry %s incomplete: %w", dir, err)
+		return DebianKernelImages{}, fmt.Errorf("cache entry %s of a Debian kernel is incomplete: %w", dir, err)
 	}
 	return d, nil
 }
