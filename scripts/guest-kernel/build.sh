@@ -12,7 +12,8 @@
 #                  (whether or not it has been built).
 #
 # Cache: ${VMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vmm}/kernel-<hash>/.
-# The hash covers this recipe's version, config.fragment, everything under
+# The hash covers this recipe's version, config.fragment (and
+# protected.fragment, merged after it when present), everything under
 # kunit/ and patches/, the linux-source package version and the compiler
 # version. A build happens in a temporary directory that is renamed into place
 # only when complete, so an interrupted build never counts as a cache hit.
@@ -21,7 +22,8 @@
 #   VMM_CACHE_DIR          cache root (see above)
 #   VMM_KERNEL_SOURCE      kernel source tarball (default /usr/src/linux-source-6.1.tar.xz)
 #   VMM_KERNEL_JOBS        make -j value (default: nproc)
-#   VMM_KERNEL_INPUT_DIR   directory holding config.fragment, kunit/, patches/
+#   VMM_KERNEL_INPUT_DIR   directory holding config.fragment, protected.fragment,
+#                          kunit/, patches/
 #                          (default: the directory of this script; tests point
 #                          it at a modified copy)
 #   VMM_KERNEL_KEEP_WORK=1 keep the build tree after a successful build
@@ -62,6 +64,14 @@ case "${1:-}" in
 esac
 
 [[ -f $INPUT_DIR/config.fragment ]] || die "missing $INPUT_DIR/config.fragment"
+
+# fragments lists the configuration fragments in the order they are merged:
+# config.fragment, then protected.fragment (the protected-guest options that
+# go with patches/, kept apart from the base configuration) if present.
+fragments() {
+	echo "$INPUT_DIR/config.fragment"
+	[[ ! -f $INPUT_DIR/protected.fragment ]] || echo "$INPUT_DIR/protected.fragment"
+}
 
 # ---------------------------------------------------------------- tools ----
 
@@ -130,6 +140,7 @@ key_material() {
 	(
 		cd "$INPUT_DIR"
 		local d inputs=(config.fragment)
+		[[ ! -f protected.fragment ]] || inputs+=(protected.fragment)
 		for d in kunit patches; do [[ -e $d ]] && inputs+=("$d"); done
 		find "${inputs[@]}" -type f | LC_ALL=C sort |
 			while IFS= read -r f; do echo "file $f $(sha256sum <"$f" | cut -d' ' -f1)"; done
@@ -156,7 +167,7 @@ fragment_check() {
 			name=${BASH_REMATCH[1]}
 			grep -q "^$name=" "$cfg" && bad+=("$name (want not set, got $(grep "^$name=" "$cfg"))")
 		fi
-	done <"$INPUT_DIR/config.fragment"
+	done < <(fragments | xargs -d '\n' cat)
 	if ((${#bad[@]})); then
 		printf 'guest-kernel: fragment option not honoured: %s\n' "${bad[@]}" >&2
 		return 1
@@ -248,14 +259,16 @@ build() {
 	done
 
 	t0=$(date +%s)
-	say "make tinyconfig + config.fragment + olddefconfig"
+	local frags
+	mapfile -t frags < <(fragments)
+	say "make tinyconfig + $(fragments | xargs -d '\n' -n1 basename | paste -sd+) + olddefconfig"
 	{
 		make -C "$tree" "${KMAKE[@]}" tinyconfig
-		(cd "$tree" && KCONFIG_CONFIG=.config scripts/kconfig/merge_config.sh -m .config "$INPUT_DIR/config.fragment")
+		(cd "$tree" && KCONFIG_CONFIG=.config scripts/kconfig/merge_config.sh -m .config "${frags[@]}")
 		make -C "$tree" "${KMAKE[@]}" olddefconfig
 	} >>"$log" 2>&1 || { tail -n 30 "$log" >&2; die "configuration failed (see $log)"; }
 	fragment_check "$tree/.config" || die "config.fragment not fully applied (see above)"
-	say "config verified: all $(grep -cE '^(CONFIG_|# CONFIG_.* is not set)' "$INPUT_DIR/config.fragment") fragment options set as asked"
+	say "config verified: all $(fragments | xargs -d '\n' cat | grep -cE '^(CONFIG_|# CONFIG_.* is not set)') fragment options set as asked"
 
 	say "make -j$JOBS vmlinux bzImage (log: $log)"
 	# Progress: kbuild's one-line-per-step output on stderr, everything in the log.
