@@ -74,6 +74,9 @@ type Machine struct {
 	vcpuWG   sync.WaitGroup // the vCPU goroutines of Run
 
 	closers []io.Closer
+	// virtioW is the PCI/virtio wiring LoadLinux set up (nil before, and
+	// for raw guests); it is also among closers, which closes it.
+	virtioW atomic.Pointer[virtioWiring]
 }
 
 // New creates the VM, its memory and vCPUs. Nothing runs until Run.

@@ -90,6 +90,7 @@ func (m *Machine) newVirtioWiring(devs []virtio.Device) *virtioWiring {
 	w.msi.vm = m.vm
 	w.intx = &sharedLine{irq: IRQPCI, set: m.vm.IRQLine, log: w.log}
 	m.AddCloser(w)
+	m.virtioW.Store(w)
 	return w
 }
 
@@ -345,16 +346,8 @@ func (w *virtioWiring) stats() VirtioStats {
 	return s
 }
 
-// virtio finds the machine's wiring among its closers (LoadLinux registers
-// it there first).
-func (m *Machine) virtio() *virtioWiring {
-	for _, c := range m.closers {
-		if w, ok := c.(*virtioWiring); ok {
-			return w
-		}
-	}
-	return nil
-}
+// virtio is the machine's wiring (nil before LoadLinux).
+func (m *Machine) virtio() *virtioWiring { return m.virtioW.Load() }
 
 // VirtioDevices returns the virtio PCI functions in slot order (nil before
 // LoadLinux).
