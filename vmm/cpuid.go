@@ -30,7 +30,12 @@ func (m *Machine) cpuidProfile(name string) (firmware.Profile, error) {
 		return p, err
 	}
 	m.cpuProfileName = name
-	p.MapGPARange = m.hypercallExit
+	// KVM_FEATURE_HC_MAP_GPA_RANGE tells the guest that vmcall reaches the
+	// VMM. Where KVM emulates guest kernel mode, vmcall never exits
+	// (docs/host-kvm.md) although the exit can be enabled: a guest that
+	// believed the bit would hang on its first share, so it is not
+	// advertised there and guests use the pvmem port.
+	p.MapGPARange = m.hypercallExit && !m.hostEmulated()
 	p.Protected = m.protectedMode(0) // LoadLinux refines ECX (protectedCmdline)
 	if m.irqchip {
 		n, err := m.vm.CheckExtension(kvm.CapTSCDeadlineTimer)
