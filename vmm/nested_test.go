@@ -68,13 +68,7 @@ func nestedBoot(t *testing.T, cfg Config, cmdline string, devices []virtio.Devic
 	}
 	con := &syncBuffer{}
 	cfg.Console = con
-	m, err := New(cfg)
-	if err != nil {
-		for _, d := range devices {
-			d.Close()
-		}
-		t.Fatal(err)
-	}
+	m := newOwningDevices(t, cfg, devices)
 	defer m.Close()
 	if _, err := m.LoadLinux(LinuxConfig{Kernel: kernel, Initrd: rd, Cmdline: cmdline, Devices: devices}); err != nil {
 		t.Fatal(err)

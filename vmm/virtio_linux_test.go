@@ -136,13 +136,7 @@ func TestLinuxVirtioDevices(t *testing.T) {
 	cfg.Timeout = hostspeed.BootSlot(t, hostspeed.LinuxBoot*3/2)
 	con := &syncBuffer{}
 	cfg.Console = con
-	m, err := New(cfg)
-	if err != nil {
-		for _, d := range devices {
-			d.Close()
-		}
-		t.Fatal(err)
-	}
+	m := newOwningDevices(t, cfg, devices)
 	defer m.Close()
 	// console=hvc0 before the default console=ttyS0: ttyS0 stays the
 	// preferred console (it retires the early serial console when it
@@ -644,4 +638,19 @@ func TestLinuxVirtioINTx(t *testing.T) {
 	if t.Failed() {
 		t.Logf("console:\n%s\n%s", out, res.Dump)
 	}
+}
+
+// newOwningDevices creates the machine for a Linux boot with virtio
+// devices; when that fails the devices, which LoadLinux would have taken
+// over, are closed here.
+func newOwningDevices(t *testing.T, cfg Config, devices []virtio.Device) *Machine {
+	t.Helper()
+	m, err := New(cfg)
+	if err != nil {
+		for _, d := range devices {
+			d.Close()
+		}
+		t.Fatal(err)
+	}
+	return m
 }

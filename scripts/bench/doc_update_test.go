@@ -8,7 +8,7 @@ import (
 )
 
 func TestReplaceResults(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "b.md")
+	p := filepath.Join(t.TempDir(), "benchmarks-doc")
 	orig := "# Bench\n\nmethod text\n\n## Results of 2026-11-22\n\nold quiet table\n"
 	if err := os.WriteFile(p, []byte(orig), 0o644); err != nil {
 		t.Fatal(err)
