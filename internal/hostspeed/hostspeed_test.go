@@ -67,6 +67,31 @@ func TestDeadline(t *testing.T) {
 	}
 }
 
+func TestDeadlineUpTo(t *testing.T) {
+	ref := ReferenceIteration
+	s := Speed{Best: ref, Median: ref, CPUs: 2}
+	for _, tc := range []struct {
+		name          string
+		load          float64
+		cost, ceiling time.Duration
+		want          time.Duration
+	}{
+		// Below the ceiling it is Deadline's bound.
+		{"quiet", 0, 10 * time.Minute, time.Hour, 30 * time.Minute},
+		// Above MaxDeadline, within the caller's ceiling.
+		{"busy", 3, 10 * time.Minute, time.Hour, time.Hour},
+		{"loaded", 1, 10 * time.Minute, 2 * time.Hour, 30 * time.Minute},
+		// A ceiling below the floor cannot make the bound shorter than it.
+		{"tiny ceiling", 0, time.Second, time.Second, MinDeadline},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := s.deadlineUpTo(tc.cost, tc.load, 1, tc.ceiling); got != tc.want {
+				t.Errorf("deadlineUpTo = %v (slowdown %.2f), want %v", got, s.Slowdown(tc.load), tc.want)
+			}
+		})
+	}
+}
+
 func TestScaleFromEnv(t *testing.T) {
 	for in, want := range map[string]float64{"": 1, "2.5": 2.5, "0": 1, "-1": 1, "fast": 1} {
 		t.Setenv(ScaleEnv, in)

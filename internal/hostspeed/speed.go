@@ -162,9 +162,26 @@ func Deadline(cost time.Duration) time.Duration {
 	return s.deadline(cost, load, scaleFromEnv())
 }
 
+// DeadlineUpTo is Deadline with ceiling in place of MaxDeadline, for the
+// rare guest whose boot is known to take longer than MaxDeadline allows on
+// a busy host (a distribution kernel under emulation). A ceiling below
+// MinDeadline is raised to it.
+func DeadlineUpTo(cost, ceiling time.Duration) time.Duration {
+	load, err := LoadAverage()
+	s := Measure()
+	if err != nil {
+		load = s.Load1
+	}
+	return s.deadlineUpTo(cost, load, scaleFromEnv(), ceiling)
+}
+
 func (s Speed) deadline(cost time.Duration, load1, scale float64) time.Duration {
+	return s.deadlineUpTo(cost, load1, scale, MaxDeadline)
+}
+
+func (s Speed) deadlineUpTo(cost time.Duration, load1, scale float64, ceiling time.Duration) time.Duration {
 	d := time.Duration(float64(cost) * s.Slowdown(load1) * Margin * scale)
-	return min(max(d, MinDeadline), MaxDeadline)
+	return min(max(d, MinDeadline), max(ceiling, MinDeadline))
 }
 
 func scaleFromEnv() float64 {
