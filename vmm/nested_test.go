@@ -493,6 +493,13 @@ func TestNestedVirtioNetBisect(t *testing.T) {
 			// the preferred console (/dev/console, where /init writes its
 			// marker), hvc0 gets the kernel log (as TestLinuxVirtioDevices).
 			lc := LinuxConfig{Cmdline: strings.TrimSpace(cmdline)}
+			if tc.profile == ProfileEmulated {
+				// As TestLinuxVirtioDevices: none of the emulating-host
+				// defaults, whose flags this kernel does not know (the
+				// kernel hands unknown flags such as nowatchdog to init as
+				// arguments).
+				lc = LinuxConfig{Cmdline: DefaultCmdline + cmdline, NoDefaultCmdline: true}
+			}
 			if tc.hvc {
 				lc = LinuxConfig{Cmdline: "console=hvc0 " + DefaultCmdline + cmdline, NoDefaultCmdline: true}
 			}
