@@ -27,7 +27,7 @@
 #   --memory MIB       L1 RAM in MiB (default 3072, or $NESTED_KVM_MEMORY).
 #   --cpus N           L1 vCPUs (default 1, or $NESTED_KVM_CPUS): with 2,
 #                      L1 wedged in 1 of 3 runs (docs/nested.md); with 1
-#                      none did, and the suite was no slower.
+#                      none of 3 did, and the suite was no slower.
 #   --hugepages N      2 MiB pages L1 reserves for COMMAND (default 160).
 #   --cpu MODEL        QEMU -cpu (default qemu64,+svm,+npt, or
 #                      $NESTED_KVM_CPU): the fastest model measured here
