@@ -36,7 +36,9 @@ test: setup
 
 # The hardware-KVM lane: the tests that need guest userspace, vmcall exits
 # and a native APIC timer, inside an L1 Linux under QEMU TCG with SVM
-# (scripts/nested-kvm.sh, scripts/test-nested.sh). About 5-8 minutes here.
+# (scripts/nested-kvm.sh, scripts/test-nested.sh): the whole suite, about
+# 10 minutes here while TestNestedVirtioUserspace still hangs to its bound
+# (docs/nested.md). make test runs its core subset (test-nested.sh --core).
 test-nested: setup
 	GO=$(GO) ./scripts/test-nested.sh
 

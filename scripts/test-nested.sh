@@ -14,14 +14,60 @@
 # existing tests with a hardware-host branch run; every L2 console is in the
 # log of a failing test.
 #
+# Usage: scripts/test-nested.sh [--core]
+#   (no option)  the whole nested suite (`make test-nested`);
+#   --core       the subset `make test` runs (scripts/test.sh): probe,
+#                hypercalls, the default guest on 1 vCPU/anon and 2
+#                vCPUs/hugetlb, the guest_memfd refusal, timers on 1 vCPU,
+#                virtio-net DHCP and hvc0, GoTest pass/fail/hang: 8 L2
+#                boots.
+#
 # Exit status: 0 when every test passed, 1 when one failed, or
-# scripts/nested-kvm.sh's 124 (timeout) / 125 (L1 did not come up).
-# Environment: GO (default go), NESTED_SUITE_TIMEOUT (seconds, default 1200).
+# scripts/nested-kvm.sh's 124 (timeout) / 125 (L1 did not come up or
+# wedged).
+# Environment: GO (default go); NESTED_SUITE_TIMEOUT (seconds) overrides
+# the bound on the whole QEMU run, which is otherwise the suite's cost on a
+# quiet host (NESTED_SUITE_COST: 900 s whole, 150 s core; measured 80-91 s) x max(1,
+# (load1+1)/CPUs) x 3 (internal/hostspeed's Margin), at least 600 s and at
+# most 2700 s; NESTED_CORE_RUN / NESTED_CORE_RUN_VMTEST replace the core
+# subset's -test.run patterns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 say() { echo "test-nested: $*" >&2; }
 t0=$EPOCHREALTIME
+core=0
+case "${1:-}" in
+--core) core=1 ;;
+"") ;;
+*) say "usage: $0 [--core]"; exit 2 ;;
+esac
+if [[ $core -eq 1 ]]; then
+	# Subtests: level 2 applies to the tests that have them (LinuxBoot,
+	# Timers); the others match at level 1 alone.
+	# Not in it yet (docs/nested.md, "Open problems"): TestNestedVirtioUserspace
+	# (hangs in L2 until its 8-minute bound) and TestLinuxVirtioDevices
+	# (its crng/virtio-rng checks race the designed panic on a fast host);
+	# TestNestedVirtioNetBisect's boots cover virtio-net DHCP and hvc0.
+	run_vmm=${NESTED_CORE_RUN:-'^(TestNestedProbe|TestNestedHypercall|TestTraceExitsHypercall|TestNestedLinuxBoot|TestNestedTimers|TestNestedVirtioNetBisect)$/^(1cpu-anon|2cpu-hugetlb|guest_memfd|1cpu|net-host|hvc0-host)$'}
+	run_vmtest=${NESTED_CORE_RUN_VMTEST:-'^TestNestedGoTest$'}
+	cost=${NESTED_SUITE_COST:-150}
+else
+	run_vmm='^(TestNested.*|TestLinuxVirtioDevices|TestLinuxTimerParams|TestTraceExitsHypercall)$'
+	run_vmtest='^TestNestedGoTest$'
+	cost=${NESTED_SUITE_COST:-900}
+fi
+load1=$(cut -d' ' -f1 /proc/loadavg)
+timeout=${NESTED_SUITE_TIMEOUT:-$(awk -v c="$cost" -v l="$load1" -v n="$(nproc)" 'BEGIN {
+	s = (l + 1) / n; if (s < 1) s = 1
+	t = c * s * 3; if (t < 600) t = 600; if (t > 2700) t = 2700
+	printf "%d", t }')}
+# Inside L1 the test binaries get the time the whole run has, less L1's
+# boot (bounded here by a quarter of it): vmm.test 70% of that, vmtest.test
+# what is left, so a hang ends in Go's own timeout panic (naming the test)
+# before QEMU's timeout.
+inner=$((timeout * 3 / 4))
+say "load average $load1 on $(nproc) CPUs: bound ${timeout}s on the whole run (quiet cost ${cost}s), ${inner}s for the tests in L1"
 
 work=$(mktemp -d /tmp/vmm-test-nested.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -43,6 +89,7 @@ export PATH=/usr/local/bin:/bin:/sbin:/usr/bin:/usr/sbin
 export VMM_GUEST_KERNEL=/nested/kernel VMM_GUEST_INIT=/nested/bin/guest-init VMTEST_AGENT=/nested/bin/guest-agent
 status=0
 start=$(cut -d' ' -f1 /proc/uptime)
+now() { awk -v s="$start" '{printf "%d", $1 - s}' /proc/uptime; }
 run() {
 	name=$1
 	shift
@@ -50,9 +97,10 @@ run() {
 	"$@" || status=1
 	echo "test-nested: $name took $(awk -v s="$s" '{printf "%.1f", $1 - s}' /proc/uptime)s"
 }
-run vmm /nested/bin/vmm.test -test.v -test.timeout 12m \
-	-test.run '^(TestNested.*|TestLinuxVirtioDevices|TestLinuxTimerParams|TestTraceExitsHypercall)$'
-run vmtest /nested/bin/vmtest.test -test.v -test.timeout 6m -test.run '^TestNestedGoTest$'
+run vmm /nested/bin/vmm.test -test.v -test.timeout "$((NESTED_INNER * 7 / 10))s" -test.run "$NESTED_RUN_VMM"
+left=$((NESTED_INNER - $(now) - 10))
+[ "$left" -lt 60 ] && left=60
+run vmtest /nested/bin/vmtest.test -test.v -test.timeout "${left}s" -test.run "$NESTED_RUN_VMTEST"
 echo "test-nested: suite inside L1 took $(awk -v s="$start" '{printf "%.1f", $1 - s}' /proc/uptime)s"
 exit $status
 EOF
@@ -66,6 +114,8 @@ files+=(--file "$(command -v mkfs.ext4):/sbin/mkfs.ext4")
 for tool in as ld objcopy; do files+=(--file "$(command -v $tool):/usr/bin/$tool"); done
 
 rc=0
-./scripts/nested-kvm.sh --timeout "${NESTED_SUITE_TIMEOUT:-1200}" "${files[@]}" -- sh /nested/suite.sh || rc=$?
+./scripts/nested-kvm.sh --timeout "$timeout" "${files[@]}" \
+	--env "NESTED_INNER=$inner" --env "NESTED_RUN_VMM=$run_vmm" --env "NESTED_RUN_VMTEST=$run_vmtest" \
+	-- sh /nested/suite.sh || rc=$?
 say "whole nested suite: $(echo "$EPOCHREALTIME $t0" | awk '{printf "%.0f", $1 - $2}')s, exit $rc"
 exit $rc

@@ -7,14 +7,16 @@
 # ("N passed, N failed, N skipped") and the wall time of each phase.
 #
 # Budget (2-core host whose KVM emulates guest kernel mode, guest kernel
-# cached): about 10 minutes quiet, under 30 with two CPU hogs beside it.
+# cached): about 10 minutes quiet, under 30 with two CPU hogs beside it,
+# plus the nested lane's core subset (scripts/test-nested.sh --core, at
+# most 10 minutes, docs/nested.md).
 # Guest Linux boots take most of it; they run one per two cores across all
 # test processes (internal/hostspeed slots) with deadlines derived from the
 # host's measured speed and load, so a busy machine makes the suite slower,
 # not red. TEST_TIMEOUT is go test's per-package backstop, above any boot
 # deadline: it only fires if something outside a guest hangs.
 #
-# Environment: GO, TEST_HUGEPAGES (2 MiB pages, default 160), TEST_TIMEOUT
+# Environment: GO, TEST_NESTED (0: skip the nested lane), TEST_HUGEPAGES (2 MiB pages, default 160), TEST_TIMEOUT
 # (default 25m), FUZZTIME (scripts/fuzz.sh, default 5s), and for the boot
 # tests VMM_TEST_GUEST_SLOTS / VMM_TEST_DEADLINE_SCALE (internal/hostspeed).
 set -uo pipefail
@@ -55,6 +57,21 @@ fi
 if [ $status -eq 0 ]; then
 	GO=$GO ./scripts/fuzz.sh || status=$?
 	phase fuzz
+fi
+# The hardware-KVM lane's core subset (docs/nested.md): guest userspace,
+# hypercall exits and the APIC timer on a normal KVM, one level down under
+# QEMU TCG. Its bound on the whole run comes from the load average
+# (scripts/test-nested.sh). TEST_NESTED=0 leaves it out (said loudly: the
+# suite then has not run the path users run).
+if [ $status -eq 0 ]; then
+	if [ "${TEST_NESTED:-1}" = 0 ]; then
+		echo "test: TEST_NESTED=0: the hardware-KVM lane (scripts/test-nested.sh --core) NOT run" >&2
+	else
+		./scripts/hugepages.sh restore # L1 is a QEMU process: it needs RAM, not the host's hugetlb pool
+		echo "test: nested lane (core subset), load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+		GO="$GO" ./scripts/test-nested.sh --core || status=$?
+		phase nested
+	fi
 fi
 ./scripts/hugepages.sh restore
 trap 'rm -f "$log"' EXIT
