@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/vmmgo/vmm/internal/guestimage"
 	"github.com/vmmgo/vmm/kvm"
+	"github.com/vmmgo/vmm/virtio"
 	"github.com/vmmgo/vmm/vmm"
 	"github.com/vmmgo/vmm/vmm/vmtest"
 	"github.com/vmmgo/vmm/vmm/vmtest/ktap"
@@ -36,12 +38,28 @@ func runKUnit(ctx context.Context, args []string, stdout, stderr io.Writer) (int
 	consoleLog := fset.String("console-log", "", "write the raw serial console to this `file`")
 	kvmPath := fset.String("kvm", "/dev/kvm", "KVM device `path`")
 	logLevel := fset.String("log-level", "warn", "log `level`: error, warn, info, debug, trace")
+	private := fset.Bool("private-memory", false, "start guest RAM private, as for vmm boot (the kernel must share what its devices need)")
+	var df deviceFlags
+	fset.Func("disk", "virtio-blk disk: `path[,readonly][,serial=ID]` (repeatable; the first is /dev/vda), as for vmm boot", func(s string) error {
+		d, err := parseDisk(s)
+		if err != nil {
+			return err
+		}
+		df.disks = append(df.disks, d)
+		return nil
+	})
 	fset.Usage = func() {
 		io.WriteString(fset.Output(), `Usage: vmm kunit [--kernel FILE] [--suite GLOB] [--timeout D] [--json]
+                 [--private-memory] [--disk PATH[,readonly][,serial=ID]]...
 
 Boots the kernel with kunit.enable=1 kunit_shutdown=poweroff (plus
 kunit.filter_glob=GLOB), parses the KTAP it prints on the serial console and
 reports each test like tools/testing/kunit/kunit.py.
+
+--private-memory and --disk are those of vmm boot: suites that test the
+protected-guest path (vmmgo_protected, whose block round trip writes to a disk from
+pages it shares and unshares) run with
+  vmm kunit --suite 'vmmgo*' --private-memory --disk scratch.img
 
 Exit codes: 0 all tests passed (or were skipped), 1 a test failed or
 crashed, no KTAP was found, or a VMM error; 2 usage error; 3 the guest
@@ -91,8 +109,31 @@ Flags:
 	}
 	opts := vmtest.KUnitOptions{
 		Options: vmtest.Options{Kernel: *kernel, Cmdline: *extra, CPUs: *cpus, Memory: size,
-			Timeout: *timeout, KVMPath: *kvmPath, Log: log},
+			Timeout: *timeout, KVMPath: *kvmPath, Log: log, PrivateMemory: *private},
 		Filter: *suite,
+	}
+	if len(df.disks) > 0 {
+		// Opened before the boot so that a bad --disk is reported at once;
+		// the one boot takes them over.
+		devs, err := df.open(log, stdout)
+		if err != nil {
+			return 1, err
+		}
+		var once sync.Once
+		list := devs.list
+		opts.OpenDevices = func() ([]virtio.Device, error) {
+			var l []virtio.Device
+			once.Do(func() { l, list = list, nil })
+			if l == nil {
+				return nil, errors.New("the --disk devices were handed to a machine already")
+			}
+			return l, nil
+		}
+		defer func() {
+			for _, d := range list { // not handed to a machine
+				d.Close()
+			}
+		}()
 	}
 	if *consoleLog != "" {
 		f, err := os.Create(*consoleLog)

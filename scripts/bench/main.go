@@ -74,6 +74,8 @@ type bench struct {
 	hugeNote  string
 	// linuxSkipped says which boots the budget dropped.
 	linuxSkipped string
+	// protected is what the protected boots (--private-memory) reported.
+	protected []protectedStats
 }
 
 // row is one line of the results table: one quantity for each VMM.
@@ -389,13 +391,21 @@ func (b *bench) linux(ctx context.Context) error {
 		foot[be] = newRow(fmt.Sprintf("Footprint: VMM RSS outside guest RAM at \"Run /init\" (ours: %s memory)", be), "bytes")
 		order = append(order, be)
 	}
-	type job struct{ vmm, backend string }
+	// The protected boot (--private-memory, issue 14) on the first backend:
+	// its own rows, ours only (the peers have no such mode).
+	protBoot := newRow(fmt.Sprintf("Protected Linux boot (--private-memory, %s memory): process start → \"Run /init\"", order[0]), "time")
+	protConv := newRow("Protected Linux boot: time in the VMM's conversions up to \"Run /init\"", "time")
+	type job struct {
+		vmm, backend string
+		protected    bool
+	}
 	var jobs []job
 	for _, be := range order {
-		jobs = append(jobs, job{vmmOurs, be})
+		jobs = append(jobs, job{vmm: vmmOurs, backend: be})
 	}
+	jobs = append(jobs, job{vmm: vmmOurs, backend: order[0], protected: true})
 	// The floor cannot boot Linux (no devices, no boot protocol).
-	jobs = append(jobs, job{vmmQEMU, order[0]}, job{vmmGokvm, order[0]})
+	jobs = append(jobs, job{vmm: vmmQEMU, backend: order[0]}, job{vmm: vmmGokvm, backend: order[0]})
 	b.logf("Linux boot: %d runs of %d configurations, %v bound each", b.opt.linuxReps, len(jobs), b.opt.linuxTimeout)
 	longest := 60 * time.Second // guess until a boot has been timed
 	skipped := 0
@@ -411,6 +421,9 @@ func (b *bench) linux(ctx context.Context) error {
 			case vmmOurs:
 				argv = []string{b.ours, "boot", "--kernel", b.kernel.VMLinux, "--initrd", b.initramfs, "-m", mem,
 					"--memory-backend", j.backend, "--log-level", "info"}
+				if j.protected {
+					argv = append(argv, "--private-memory")
+				}
 			case vmmQEMU:
 				argv = []string{b.qemu, "-M", "microvm", "-enable-kvm", "-cpu", b.qemuCPU, "-m", mem,
 					"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
@@ -418,11 +431,15 @@ func (b *bench) linux(ctx context.Context) error {
 			default:
 				argv = []string{b.gokvm, "boot", "-k", b.kernel.VMLinux, "-i", b.initramfs, "-m", mem, "-p", b.peerCmdline()}
 			}
-			b.logf("  run %d: %s (%s)", i+1, j.vmm, j.backend)
-			b.recordCmd("Linux, "+j.backend, j.vmm, argv)
+			kind := "Linux, " + j.backend
+			if j.protected {
+				kind += ", --private-memory"
+			}
+			b.logf("  run %d: %s (%s)", i+1, j.vmm, kind)
+			b.recordCmd(kind, j.vmm, argv)
 			t0 := time.Now()
 			res, err := runVMM(ctx, runSpec{argv: argv, pty: j.vmm == vmmGokvm, watch: watch,
-				timeout: b.opt.linuxTimeout, guestKB: guestKB})
+				timeout: b.opt.linuxTimeout, guestKB: guestKB, reportBeforeStop: j.protected})
 			if err != nil {
 				return err
 			}
@@ -435,6 +452,29 @@ func (b *bench) linux(ctx context.Context) error {
 				}
 			}
 			r, f := boot[j.backend], foot[j.backend]
+			if j.protected {
+				at, ok := res.seen["init"]
+				ps, perr := parseProtected(res.stdout, res.stderr)
+				switch {
+				case ok && perr == nil:
+					protBoot.values[vmmOurs] = append(protBoot.values[vmmOurs], secs(at))
+					protConv.values[vmmOurs] = append(protConv.values[vmmOurs], secs(ps.vmmTime))
+					b.protected = append(b.protected, ps)
+					b.logf("    Run /init after %s; %s", fmtDur(secs(at)), ps)
+				case ok:
+					msg := "reached Run /init, but " + perr.Error()
+					b.logf("    %s", msg)
+					protBoot.values[vmmOurs] = append(protBoot.values[vmmOurs], secs(at))
+					protConv.notes[vmmOurs] = msg
+					b.addFailure(j.vmm, "Protected Linux boot", msg)
+				default:
+					msg := describeFailure(j.vmm, res, b.opt.linuxTimeout)
+					b.logf("    no Run /init: %s", msg)
+					protBoot.notes[vmmOurs], protConv.notes[vmmOurs] = msg, "no Run /init"
+					b.addFailure(j.vmm, "Protected Linux boot", msg)
+				}
+				continue
+			}
 			if at, ok := res.seen["init"]; ok {
 				r.values[j.vmm] = append(r.values[j.vmm], secs(at))
 				if res.footprint != nil {
@@ -458,6 +498,7 @@ func (b *bench) linux(ctx context.Context) error {
 	for _, be := range order {
 		b.rows = append(b.rows, boot[be])
 	}
+	b.rows = append(b.rows, protBoot, protConv)
 	for _, be := range order {
 		b.rows = append(b.rows, foot[be])
 	}

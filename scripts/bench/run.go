@@ -47,6 +47,10 @@ type runSpec struct {
 	// sampleDelay: wait this long after an actSampleStop pattern before
 	// sampling (lets the process settle).
 	sampleDelay time.Duration
+	// reportBeforeStop: at an actSampleStop pattern, send our VMM SIGUSR1
+	// and wait (a few seconds at most) for its state dump, whose memory
+	// report (shared/private pages, conversions) ends up in stderr.
+	reportBeforeStop bool
 }
 
 // runResult is what one run measured.
@@ -212,6 +216,9 @@ func runVMM(ctx context.Context, spec runSpec) (runResult, error) {
 				if fp, err := readFootprint(cmd.Process.Pid, spec.guestKB); err == nil {
 					res.footprint = &fp
 				}
+				if spec.reportBeforeStop {
+					waitReport(cmd.Process.Pid, &errW)
+				}
 				kill()
 			case actFail:
 				if grace == nil {
@@ -335,4 +342,21 @@ func readFootprint(pid int, guestKB uint64) (footprint, error) {
 	fp.VMMRSS = fp.TotalRSS - g.rss<<10
 	fp.GuestMap = g.header
 	return fp, nil
+}
+
+// memoryReportEnd is the last line of our VMM's memory report
+// (vmm.Machine.MemoryReport), which the SIGUSR1 state dump ends with.
+var memoryReportEnd = []byte("host footprint of guest RAM:")
+
+// waitReport asks our VMM for its state dump (SIGUSR1) and waits up to
+// five seconds for the memory report to reach stderr.
+func waitReport(pid int, stderr *watcher) {
+	if syscall.Kill(pid, syscall.SIGUSR1) != nil {
+		return
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if bytes.Contains(stderr.bytes(), memoryReportEnd) {
+			return
+		}
+	}
 }

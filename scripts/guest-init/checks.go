@@ -21,6 +21,11 @@ import (
 //	                           one line and write back "echo:" + the line
 //	vmm.vsockecho=<port>       listen on AF_VSOCK port, accept one stream,
 //	                           read one line and write back "echo:" + it
+//	vmm.ddread=<dev>,<MiB>     read MiB mebibytes from the start of block
+//	                           device dev with O_DIRECT in 1 MiB requests
+//	                           (like dd iflag=direct bs=1M), then report the
+//	                           bytes, seconds, MiB/s and the CRC-32 (IEEE)
+//	                           of what was read
 //
 // The two echo services run at the same time and each gives up after
 // echoTimeout.
@@ -30,6 +35,12 @@ type checks struct {
 	cat       string
 	portEcho  string
 	vsockEcho uint32
+	ddRead    *ddSpec
+}
+
+type ddSpec struct {
+	dev string
+	mib int
 }
 
 type mountSpec struct{ dev, dir, fstype string }
@@ -71,6 +82,13 @@ func checksFromCmdline(cmdline string) (checks, error) {
 				return c, fmt.Errorf("vmm.vsockecho=%s: want a port number", v)
 			}
 			c.vsockEcho = uint32(n)
+		case "vmm.ddread":
+			dev, n, ok := strings.Cut(v, ",")
+			mib, err := strconv.Atoi(n)
+			if !ok || dev == "" || err != nil || mib < 1 || mib > 1<<20 {
+				return c, fmt.Errorf("vmm.ddread=%s: want dev,MiB (1 to 1048576)", v)
+			}
+			c.ddRead = &ddSpec{dev, mib}
 		}
 	}
 	return c, nil

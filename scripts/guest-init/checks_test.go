@@ -20,7 +20,7 @@ func TestChecksFromCmdline(t *testing.T) {
 	if c, err := checksFromCmdline("console=ttyS0 quiet"); err != nil || c.sleep != 0 || c.mount != nil || c.cat != "" || c.portEcho != "" || c.vsockEcho != 0 {
 		t.Errorf("no checks asked: %+v, %v", c, err)
 	}
-	for _, bad := range []string{"vmm.sleep=soon", "vmm.sleep=-1s", "vmm.mount=/dev/vda,/mnt", "vmm.mount=,,", "vmm.vsockecho=x", "vmm.vsockecho=99999999999"} {
+	for _, bad := range []string{"vmm.sleep=soon", "vmm.sleep=-1s", "vmm.mount=/dev/vda,/mnt", "vmm.mount=,,", "vmm.vsockecho=x", "vmm.vsockecho=99999999999", "vmm.ddread=/dev/vdb", "vmm.ddread=/dev/vdb,0", "vmm.ddread=,4", "vmm.ddread=/dev/vdb,x"} {
 		if _, err := checksFromCmdline(bad); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
@@ -50,5 +50,12 @@ func TestEchoOnce(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Error(err)
+	}
+}
+
+func TestDDReadParse(t *testing.T) {
+	c, err := checksFromCmdline("vmm.ddread=/dev/vdb,64")
+	if err != nil || c.ddRead == nil || *c.ddRead != (ddSpec{"/dev/vdb", 64}) {
+		t.Errorf("vmm.ddread=/dev/vdb,64: %+v, %v", c.ddRead, err)
 	}
 }

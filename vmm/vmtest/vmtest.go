@@ -19,6 +19,7 @@ import (
 	"github.com/vmmgo/vmm/internal/guestimage"
 	"github.com/vmmgo/vmm/internal/hostspeed"
 	"github.com/vmmgo/vmm/kvm/kvmtest"
+	"github.com/vmmgo/vmm/virtio"
 	"github.com/vmmgo/vmm/vmm"
 )
 
@@ -78,6 +79,12 @@ type Options struct {
 	KVMPath string
 	// Log receives the VMM's log (default: discarded).
 	Log *logrus.Entry
+	// PrivateMemory starts guest RAM private (vmm.Config.PrivateMemory,
+	// `vmm boot --private-memory`).
+	PrivateMemory bool
+	// OpenDevices, if set, opens the virtio devices of one boot (the
+	// machine owns and closes them).
+	OpenDevices func() ([]virtio.Device, error)
 
 	// boot replaces the real machine in this package's tests.
 	boot bootFunc
@@ -252,12 +259,22 @@ func bootVMM(ctx context.Context, o *Options, console io.Writer) (vmm.Result, ma
 	cfg.Timeout = o.Timeout
 	cfg.Console = console
 	cfg.Log = o.Log
+	cfg.PrivateMemory = o.PrivateMemory
+	var devices []virtio.Device
+	if o.OpenDevices != nil {
+		if devices, err = o.OpenDevices(); err != nil {
+			return vmm.Result{}, nil, err
+		}
+	}
 	m, err := vmm.New(cfg)
 	if err != nil {
+		for _, d := range devices {
+			d.Close()
+		}
 		return vmm.Result{}, nil, fmt.Errorf("create machine: %w", err)
 	}
 	defer m.Close()
-	if _, err := m.LoadLinux(vmm.LinuxConfig{Kernel: kdata, Initrd: idata, Cmdline: o.Cmdline}); err != nil {
+	if _, err := m.LoadLinux(vmm.LinuxConfig{Kernel: kdata, Initrd: idata, Cmdline: o.Cmdline, Devices: devices}); err != nil {
 		return vmm.Result{}, nil, fmt.Errorf("load %s: %w", kpath, err)
 	}
 	res, err := m.Run(ctx)
