@@ -61,6 +61,21 @@ func (s *syncBuffer) String() string {
 
 // guestKernel returns the project's cached guest kernel and initramfs,
 // building them when missing (minutes, once per machine).
+// guestKernelBytes is guestKernel's vmlinux and initramfs, read.
+func guestKernelBytes(t *testing.T) (kernel, initrd []byte) {
+	t.Helper()
+	k, path := guestKernel(t)
+	kernel, err := os.ReadFile(k.VMLinux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd, err = os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kernel, initrd
+}
+
 func guestKernel(t *testing.T) (guestimage.KernelImages, string) {
 	t.Helper()
 	if testing.Short() {
@@ -137,15 +152,7 @@ func bootLinux(t *testing.T, cfg Config, lc LinuxConfig, cost time.Duration, sto
 // the buddy allocator over all of RAM, page tables, SMP trampoline) at a
 // fraction of the emulated cost of a full boot.
 func TestLinuxBoot(t *testing.T) {
-	k, initrd := guestKernel(t)
-	kernel, err := os.ReadFile(k.VMLinux)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd, err := os.ReadFile(initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kernel, rd := guestKernelBytes(t)
 	host, err := DetectHost(context.Background(), "/dev/kvm")
 	if err != nil {
 		t.Fatal(err)

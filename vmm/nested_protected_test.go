@@ -63,15 +63,7 @@ var ddReadRE = regexp.MustCompile(`VMM-GUEST-INIT: ddread /dev/vda: (\d+) bytes 
 
 func nestedProtectedBoot(t *testing.T, protected bool, disk string, ddMiB int, extra string) nestedProtectedRun {
 	t.Helper()
-	k, initrd := guestKernel(t)
-	kernel, err := os.ReadFile(k.VMLinux)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd, err := os.ReadFile(initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kernel, rd := guestKernelBytes(t)
 	dev, err := blk.Open(blk.Config{Path: disk, ReadOnly: true, Serial: "vmm-dd"})
 	if err != nil {
 		t.Fatal(err)

@@ -59,15 +59,7 @@ func nestedBoot(t *testing.T, cfg Config, cmdline string, devices []virtio.Devic
 // nestedBootLinux is nestedBoot with the command line as lc has it.
 func nestedBootLinux(t *testing.T, cfg Config, lc LinuxConfig, devices []virtio.Device) (Result, string, time.Duration) {
 	t.Helper()
-	k, initrd := guestKernel(t)
-	kernel, err := os.ReadFile(k.VMLinux)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd, err := os.ReadFile(initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kernel, rd := guestKernelBytes(t)
 	if cfg.Timeout == 0 {
 		// A bound, not an expectation: an L2 boot takes 20-90 s in L1 on
 		// a loaded 2-core host (3 min seen at load 20).
