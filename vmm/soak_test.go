@@ -116,9 +116,15 @@ const (
 	soakRSSSlackKiB = 16 << 10
 )
 
-func checkSoak(t *testing.T, before procstat.Snapshot, settle func() procstat.Snapshot) procstat.Snapshot {
+// checkSoak compares the settled process state with before. threadSlack is
+// how many more OS threads than before are tolerated: a vCPU thread exits
+// asynchronously after its goroutine returns locked to it, and a burst of
+// parallel blocking syscalls can leave the runtime with idle threads it
+// keeps, so the slack must stay below what a leak would add (one thread per
+// vCPU of every machine) but above that noise.
+func checkSoak(t *testing.T, before procstat.Snapshot, threadSlack int) procstat.Snapshot {
 	t.Helper()
-	after := settle()
+	after := settleSnapshot(t, before, threadSlack)
 	if after.FDs != before.FDs {
 		t.Errorf("open fds: %d before, %d after", before.FDs, after.FDs)
 	}
@@ -127,8 +133,8 @@ func checkSoak(t *testing.T, before procstat.Snapshot, settle func() procstat.Sn
 		buf = buf[:runtime.Stack(buf, true)]
 		t.Errorf("goroutines: %d before, %d after\n%s", before.Goroutines, after.Goroutines, buf)
 	}
-	if after.Threads > before.Threads+soakThreadSlack {
-		t.Errorf("threads: %d before, %d after (slack %d)", before.Threads, after.Threads, soakThreadSlack)
+	if after.Threads > before.Threads+threadSlack {
+		t.Errorf("threads: %d before, %d after (slack %d)", before.Threads, after.Threads, threadSlack)
 	}
 	if after.RSSKiB > before.RSSKiB+soakRSSSlackKiB {
 		t.Errorf("RSS: %d KiB before, %d KiB after (slack %d KiB)", before.RSSKiB, after.RSSKiB, soakRSSSlackKiB)
@@ -137,18 +143,19 @@ func checkSoak(t *testing.T, before procstat.Snapshot, settle func() procstat.Sn
 }
 
 // settleSnapshot retakes the snapshot until fds and goroutines match before
-// or a deadline passes (goroutines of a closed machine may still be
-// returning when Close does).
-func settleSnapshot(t testing.TB, before procstat.Snapshot) func() procstat.Snapshot {
-	return func() procstat.Snapshot {
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			s := takeSnapshot(t)
-			if (s.FDs == before.FDs && s.Goroutines == before.Goroutines) || time.Now().After(deadline) {
-				return s
-			}
-			time.Sleep(50 * time.Millisecond)
+// and the thread count is within threadSlack, or a deadline passes
+// (goroutines of a closed machine may still be returning when Close does,
+// and their locked OS threads exit after them).
+func settleSnapshot(t testing.TB, before procstat.Snapshot, threadSlack int) procstat.Snapshot {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		s := takeSnapshot(t)
+		settled := s.FDs == before.FDs && s.Goroutines == before.Goroutines &&
+			s.Threads <= before.Threads+threadSlack
+		if settled || time.Now().After(deadline) {
+			return s
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -191,7 +198,7 @@ func TestSoakSequentialMachines(t *testing.T) {
 		}
 	}
 	elapsed := time.Since(start)
-	after := checkSoak(t, before, settleSnapshot(t, before))
+	after := checkSoak(t, before, soakThreadSlack)
 	t.Logf("%d machines in %v (%v each)\nbefore: %v\nafter:  %v", n, elapsed.Round(time.Millisecond),
 		(elapsed / time.Duration(n)).Round(time.Microsecond), before, after)
 }
@@ -245,7 +252,11 @@ func TestConcurrentMachines(t *testing.T) {
 	batch(0)
 	before := takeSnapshot(t)
 	elapsed := batch(1)
-	after := checkSoak(t, before, settleSnapshot(t, before))
+	// 16 machines of 1 or 2 vCPUs: a leaked vCPU thread per machine would
+	// add 16-24 threads; half of n is above what idle runtime threads and
+	// late-exiting locked threads were seen to add (6 under -race on a
+	// 2-core CI host) and well below a leak.
+	after := checkSoak(t, before, n/2)
 	t.Logf("%d machines in parallel in %v\nbefore: %v\nafter:  %v", n, elapsed.Round(time.Millisecond), before, after)
 }
 
