@@ -446,9 +446,11 @@ func (w *worker) drainTx(p *port) {
 			continue
 		}
 		w.d.Stats.Bytes.Add(uint64(len(b)))
-		if !p.console && !p.guestOpen {
-			continue // §5.3.6.2: output of a port the guest has not opened
-		}
+		// Whatever the driver put on a transmitq is the port's output,
+		// whether or not its PORT_OPEN 0 has been read yet: a guest
+		// program that writes and closes at once has both pending in
+		// one round, control first, and its last write must not be
+		// lost (guestOpen gates only what the device sends to it).
 		select {
 		case p.out <- b:
 		case <-w.stop:
