@@ -167,30 +167,34 @@ func TestMultiport(t *testing.T) {
 	if got := recv(t, h, 4); string(got) != "to guest" {
 		t.Fatalf("port 1 rx %q", got)
 	}
+	// hostReads starts one read on the host end; expect waits for it.
 	done := make(chan []byte)
-	go func() {
-		b := make([]byte, 64)
-		n, _ := conn.Read(b)
-		done <- b[:n]
-	}()
-	sendTx(t, h, 5, []byte("to host"))
-	select {
-	case b := <-done:
-		if string(b) != "to host" {
-			t.Fatalf("host read %q", b)
-		}
-	case <-time.After(wait):
-		t.Fatal("host did not receive")
+	hostReads := func() {
+		go func() {
+			b := make([]byte, 64)
+			n, _ := conn.Read(b)
+			done <- b[:n]
+		}()
 	}
+	expect := func(want, what string) {
+		t.Helper()
+		select {
+		case b := <-done:
+			if string(b) != want {
+				t.Fatalf("%s: host read %q, want %q", what, b, want)
+			}
+		case <-time.After(wait):
+			t.Fatalf("%s: host did not receive %q", what, want)
+		}
+	}
+	hostReads()
+	sendTx(t, h, 5, []byte("to host"))
+	expect("to host", "port 1 tx")
 	// A guest program writes and closes the port at once: both wait on
 	// their queues when the device runs, the close on the control queue
 	// is taken first, and the write must still reach the host (the echo
 	// lost on native KVM, docs/nested.md).
-	go func() {
-		b := make([]byte, 64)
-		n, _ := conn.Read(b)
-		done <- b[:n]
-	}()
+	hostReads()
 	if _, _, err := h.Drivers[5].Post(virtiotest.Buf{Data: []byte("last words")}); err != nil {
 		t.Fatal(err)
 	}
@@ -203,14 +207,7 @@ func TestMultiport(t *testing.T) {
 	if _, err := h.WaitUsed(5, wait); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case b := <-done:
-		if string(b) != "last words" {
-			t.Fatalf("host read %q after write+close", b)
-		}
-	case <-time.After(wait):
-		t.Fatal("the write before a close did not reach the host")
-	}
+	expect("last words", "write pending with the close")
 	// Malformed control messages are counted, not fatal.
 	m := d.Stats.Malformed.Load()
 	sendTx(t, h, 3, []byte{1, 2, 3})
